@@ -1,0 +1,189 @@
+//! Public types of the core. The service, the client, the bench and the tests use these.
+//! Kept binder-free so the same engine runs in-process, in a test and behind any binder crate.
+
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where a buffer's memory comes from. Mirrors AIDL `BufferKind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BufferKind {
+    /// `/dev/dma_heap/<name>`: a real dma-buf; its mmap is PFNMAP so only buffered I/O reaches it.
+    DmaHeap,
+    /// memfd + `/dev/udmabuf`: a real dma-buf whose memfd pages take O_DIRECT.
+    Udmabuf,
+    /// A plain memfd: NOT a dma-buf; only where the machine has no dma-buf source.
+    Memfd,
+}
+
+/// How the bytes reached the buffer. Mirrors AIDL `IoPath`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IoPath {
+    DirectRegistered,
+    Direct,
+    Buffered,
+    BufferedSync,
+    DmabufRegistered,
+    None,
+}
+
+/// Checksum over the loaded data range. Mirrors AIDL `ChecksumType`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum ChecksumType {
+    #[default]
+    None,
+    Xxh3_64,
+}
+
+/// A buffer source the loader can allocate from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeapInfo {
+    /// Name used to select it: "system", "system-uncached", "udmabuf", "memfd", ...
+    pub name: String,
+    pub kind: BufferKind,
+    pub is_dmabuf: bool,
+    /// O_DIRECT can read straight into its pages.
+    pub direct_io: bool,
+}
+
+/// What to load.
+#[derive(Clone, Debug, Default)]
+pub struct LoadRequest {
+    /// Heap name; `None` or "auto" picks the fastest real dma-buf source present.
+    pub heap: Option<String>,
+    pub offset: u64,
+    /// `None` = to end of file.
+    pub length: Option<u64>,
+    pub read_only: bool,
+    pub checksum: ChecksumType,
+    /// Name given to the buffer with DMA_BUF_SET_NAME (default: derived from the source).
+    pub name: Option<String>,
+}
+
+/// A filled buffer.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The buffer fd (dma-buf unless `kind == Memfd`); data at offset 0, padding zeroed.
+    pub fd: OwnedFd,
+    pub data_len: u64,
+    pub buffer_size: u64,
+    pub heap: String,
+    pub kind: BufferKind,
+    pub io_path: IoPath,
+    /// Why that path (e.g. "filesystem refused O_DIRECT (EINVAL)").
+    pub io_path_reason: String,
+    pub alloc_time: Duration,
+    pub total_time: Duration,
+    pub checksum: Option<(ChecksumType, u64)>,
+}
+
+/// Kernel features found at run time.
+#[derive(Clone, Debug, Default)]
+pub struct Capabilities {
+    pub kernel_release: String,
+    pub io_uring: bool,
+    pub io_uring_dmabuf_regbuf: bool,
+    pub cachestat: bool,
+}
+
+/// Cancellation shared between the caller and a running load; checked between completions.
+#[derive(Clone, Debug, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Release)
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Per-load controls: cancellation, deadline, progress reporting.
+#[derive(Default)]
+pub struct LoadControl<'a> {
+    pub cancel: CancelToken,
+    /// Past this instant the load fails with `ErrorKind::TimedOut`.
+    pub deadline: Option<Instant>,
+    /// Called with (bytes done, bytes total), monotonically, from the loading thread.
+    pub progress: Option<&'a (dyn Fn(u64, u64) + Sync)>,
+}
+
+/// Every way a load can fail. One variant per distinct cause the caller can act on; the
+/// service maps each to one AIDL `ErrorCode` in a single place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    BadFd,
+    PathOnlyFd,
+    NotReadable,
+    /// Pipe, socket, directory, char device, block device (unless allowed), ...
+    UnsupportedFileType,
+    InvalidRange,
+    TooLarge,
+    UnknownHeap,
+    AllocationFailed,
+    Io,
+    FileChanged,
+    Cancelled,
+    TimedOut,
+    Busy,
+    PermissionDenied,
+    InvalidArgument,
+    Internal,
+}
+
+/// A load failure: its kind plus a human-readable chain of context (anyhow inside).
+#[derive(Debug, thiserror::Error)]
+#[error("{kind:?}: {source:#}")]
+pub struct LoadError {
+    pub kind: ErrorKind,
+    pub source: anyhow::Error,
+}
+
+impl LoadError {
+    pub fn new(kind: ErrorKind, source: impl Into<anyhow::Error>) -> Self {
+        Self { kind, source: source.into() }
+    }
+    pub fn msg(kind: ErrorKind, msg: impl std::fmt::Display + Send + Sync + 'static) -> Self {
+        Self { kind, source: anyhow::anyhow!("{msg}") }
+    }
+}
+
+pub type Result<T, E = LoadError> = std::result::Result<T, E>;
+
+/// Engine configuration. `Default` is what a service on a device wants.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Largest single load accepted (`ErrorKind::TooLarge` above it).
+    pub max_load_bytes: u64,
+    /// Accept block devices as sources (off by default: they expose raw storage).
+    pub allow_block_devices: bool,
+    /// Heaps that may be used; `None` = every source found.
+    pub allowed_heaps: Option<Vec<String>>,
+    /// Directory of dma-heaps (tests point it elsewhere).
+    pub dma_heap_dir: std::path::PathBuf,
+    /// The udmabuf device.
+    pub udmabuf_path: std::path::PathBuf,
+    /// io_uring reads in flight; `None` = the measured default.
+    pub queue_depth: Option<u32>,
+    /// Bytes per read; `None` = the measured default.
+    pub chunk_size: Option<usize>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_load_bytes: 16 << 30,
+            allow_block_devices: false,
+            allowed_heaps: None,
+            dma_heap_dir: "/dev/dma_heap".into(),
+            udmabuf_path: "/dev/udmabuf".into(),
+            queue_depth: None,
+            chunk_size: None,
+        }
+    }
+}
