@@ -1,0 +1,47 @@
+# shellcheck shell=sh
+# Helpers for the guest scripts (busybox sh). Every line the host parses starts with "RIG-".
+#   RIG-STEP name        a check starts
+#   RIG-PASS name ...    it passed        RIG-FAIL name reason   it failed
+#   RIG-INFO key=value   facts for the report (heaps, I/O paths, VTS counts, timings)
+#   RIG-DONE rc=N        the guest finished; N is the run's exit status
+
+RIG_FAILS=${RIG_FAILS:-0}
+RIG_PASSES=${RIG_PASSES:-0}
+SERVICE_NAME=vendor.dmabufloader.IDmabufLoader/default
+
+uptime_s() { cut -d' ' -f1 /proc/uptime; }
+# Milliseconds since boot, for durations.
+now_ms() { awk '{printf "%d\n", $1 * 1000}' /proc/uptime; }
+
+step() { echo "RIG-STEP $1 (t=$(uptime_s)s)"; }
+pass() { RIG_PASSES=$((RIG_PASSES + 1)); echo "RIG-PASS $*"; }
+fail() { RIG_FAILS=$((RIG_FAILS + 1)); echo "RIG-FAIL $*"; }
+info() { echo "RIG-INFO $*"; }
+
+# check NAME CMD...: runs CMD, passes when it exits 0.
+check() {
+    name=$1; shift
+    step "$name"
+    if "$@"; then pass "$name"; else fail "$name" "command failed: $*"; fi
+}
+
+# wait_for SECONDS CMD...: polls CMD every 0.1 s until it succeeds.
+wait_for() {
+    limit=$(( $1 * 10 )); shift
+    i=0
+    while ! "$@" >/dev/null 2>&1; do
+        i=$((i + 1))
+        [ "$i" -ge "$limit" ] && return 1
+        sleep 0.1
+    done
+}
+
+service_pid() { cat /run/service.pid 2>/dev/null; }
+service_registered() { rsb_service check "$SERVICE_NAME" >/dev/null 2>&1; }
+# Counts of what a leak would leave behind.
+fd_count() { ls "/proc/$1/fd" 2>/dev/null | wc -l; }
+# Every dma-buf alive in the system (the kernel's own list ends with "Total N objects, M bytes").
+dmabuf_count() { awk '/^Total [0-9]+ objects/{print $2}' /sys/kernel/debug/dma_buf/bufinfo; }
+
+# Where the injected faults are (written by make-disks.sh).
+. /rig/disks.env

@@ -1,0 +1,36 @@
+# shellcheck shell=bash
+# Shared settings and helpers for the tools/vm scripts. Sourced, never run.
+
+VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$VM_DIR/../.." && pwd)
+CACHE=${VM_CACHE:-$VM_DIR/cache}
+# Where cargo puts the project's release binaries (honours the caller's CARGO_TARGET_DIR).
+TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
+
+# The kernel: Debian's 6.12 "unsigned" image (bookworm ships it in bookworm-security/-backports).
+KERNEL_PKG_REGEX=${VM_KERNEL_PKG_REGEX:-'^linux-image-6\.12\.[0-9]+\+deb[0-9]+-amd64-unsigned$'}
+# Modules the guest loads, in addition to their dependencies (resolved from modules.dep).
+GUEST_MODULES=(binder_linux nvme ext4 crc32c_generic)
+
+RSBINDER_TOOLS_VERSION=0.12.0
+RSB_ROOT=$CACHE/rsbinder-tools-$RSBINDER_TOOLS_VERSION
+
+# The project's binaries that go into the guest: cargo package -> binary.
+PROJECT_PACKAGES=(dmabuf_loader_service dmabuf_loader_client vts_hal_dmabuf_loader)
+PROJECT_BINARIES=(dmabuf-loader-service dmabuf-loader VtsHalDmabufLoaderTargetTest)
+
+log() { printf '[vm %s] %s\n' "$(date -u +%T)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# Runs a command as root (directly, or through sudo when we are not root).
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"
+    elif command -v sudo >/dev/null; then sudo "$@"
+    else die "need root for: $*"; fi
+}
+
+# A short content hash of files, to key caches on the scripts that produce them.
+hash_of() { cat "$@" | sha256sum | cut -c1-16; }
+
+# Read throttle of the "slow" disk (bytes/s): slow-24M.bin then takes ~3 s to load.
+SLOW_BPS=$((8 << 20))
