@@ -18,13 +18,14 @@ pub enum BufferKind {
 }
 
 /// How the bytes reached the buffer. Mirrors AIDL `IoPath`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum IoPath {
     DirectRegistered,
     Direct,
     Buffered,
     BufferedSync,
     DmabufRegistered,
+    #[default]
     None,
 }
 
@@ -55,6 +56,10 @@ pub struct LoadRequest {
     pub offset: u64,
     /// `None` = to end of file.
     pub length: Option<u64>,
+    /// The returned fd cannot be mapped writable. Possible for `memfd` (sealed F_SEAL_WRITE
+    /// and reopened O_RDONLY). Refused with `InvalidArgument` for dma-buf providers: a
+    /// dma-heap or udmabuf export is always O_RDWR, the engine needs it writable to fill it,
+    /// and a dma-buf cannot be reopened with fewer rights (/proc/self/fd open gives ENXIO).
     pub read_only: bool,
     pub checksum: ChecksumType,
     /// Name given to the buffer with DMA_BUF_SET_NAME (default: derived from the source).
@@ -67,6 +72,8 @@ pub struct Loaded {
     /// The buffer fd (dma-buf unless `kind == Memfd`); data at offset 0, padding zeroed.
     pub fd: OwnedFd,
     pub data_len: u64,
+    /// `data_len` rounded up to the page size, and at least one page (the kernel has no
+    /// empty dma-bufs, so an empty range yields one zeroed page).
     pub buffer_size: u64,
     pub heap: String,
     pub kind: BufferKind,
@@ -146,10 +153,16 @@ pub struct LoadError {
 
 impl LoadError {
     pub fn new(kind: ErrorKind, source: impl Into<anyhow::Error>) -> Self {
-        Self { kind, source: source.into() }
+        Self {
+            kind,
+            source: source.into(),
+        }
     }
     pub fn msg(kind: ErrorKind, msg: impl std::fmt::Display + Send + Sync + 'static) -> Self {
-        Self { kind, source: anyhow::anyhow!("{msg}") }
+        Self {
+            kind,
+            source: anyhow::anyhow!("{msg}"),
+        }
     }
 }
 
@@ -172,6 +185,27 @@ pub struct Config {
     pub queue_depth: Option<u32>,
     /// Bytes per read; `None` = the measured default.
     pub chunk_size: Option<usize>,
+    /// Test/bench knob: start the fallback chain at this path instead of choosing one
+    /// (a path the kernel refuses still falls back; `Loaded::io_path` says what ran).
+    pub force_io_path: Option<IoPath>,
+    /// How memfd/udmabuf pages get allocated (bench knob; the default is the fast one).
+    pub alloc_strategy: AllocStrategy,
+    /// Use cachestat(2) to send mostly-cached ranges down the buffered path.
+    pub page_cache_hint: bool,
+}
+
+/// How a memfd-backed buffer's pages are allocated relative to the I/O.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AllocStrategy {
+    /// A helper thread faults pages in (MADV_POPULATE_WRITE) ahead of the reads, on the
+    /// other core, while the I/O runs; the reads fault in whatever it has not reached.
+    #[default]
+    Overlap,
+    /// The reads fault pages in themselves (GUP / copy_to_user), nothing runs ahead.
+    OnDemand,
+    /// Every page is faulted in before the first read (counted in `alloc_time`): what the
+    /// bench uses to time "I/O alone".
+    Prefault,
 }
 
 impl Default for Config {
@@ -184,6 +218,9 @@ impl Default for Config {
             udmabuf_path: "/dev/udmabuf".into(),
             queue_depth: None,
             chunk_size: None,
+            force_io_path: None,
+            alloc_strategy: AllocStrategy::Overlap,
+            page_cache_hint: true,
         }
     }
 }

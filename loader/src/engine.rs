@@ -1,0 +1,666 @@
+//! The data path, top to bottom: a validated source ([`Prepared`], see `source.rs`) in, a
+//! filled buffer fd ([`Loaded`]) out.
+//!
+//! 1. **Allocate** the buffer from its provider (`buffer/`): a memfd (also behind udmabuf)
+//!    or a dma-heap buffer, mapped writable. memfd pages are not allocated here: a helper
+//!    thread faults them in ahead of the reads while the I/O runs ([`Populator`]).
+//! 2. **Choose the I/O path** ([`choose_path`]): O_DIRECT into registered pages, O_DIRECT
+//!    unregistered, io_uring buffered, plain pread. Each refusal by the kernel moves one
+//!    step down the chain, and `Loaded::io_path_reason` records why.
+//! 3. **Read** ([`direct`], [`buffered_uring`], [`buffered_sync`]); the io_uring loop itself
+//!    is in `uring.rs`. Progress, cancellation and the deadline are handled between
+//!    completions ([`Progress`]).
+//! 4. **Finish**: unaligned head/tail bytes through a small aligned bounce, check the file
+//!    did not shrink meanwhile, checksum, DMA_BUF_IOCTL_SYNC end, unmap, and turn the
+//!    buffer into the fd handed out (udmabuf wrap, read-only seal). Any error before the end
+//!    drops the buffer: nothing is returned, nothing leaks.
+
+use std::fs::OpenOptions;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use anyhow::anyhow;
+use nix::errno::Errno;
+
+use crate::api::*;
+use crate::buffer::Buffer;
+use crate::loader::Prepared;
+use crate::source::{self, Source};
+use crate::sys::mman::Mapping;
+use crate::sys::ring::ReadRing;
+use crate::sys::{cachestat, statx};
+use crate::uring::{self, LoopError};
+
+/// Reads in flight. Measured with `dmabuf-loader-bench --sweep` on this host (virtio disk,
+/// ext4, 2 vCPUs): 1 MiB O_DIRECT reads gain up to QD 32 and flatten beyond (QD 64 is within
+/// noise of 32 while pinning twice the memory per window); see tools/bench/README.md.
+pub const DEFAULT_QUEUE_DEPTH: u32 = 32;
+/// Bytes per read. 1 MiB: large enough that per-request cost (SQE, GUP of 256 pages,
+/// completion) vanishes, small enough that 32 of them keep the device busy; 4 MiB reads were
+/// no faster in the sweep and make progress/cancel coarser.
+pub const DEFAULT_CHUNK: usize = 1 << 20;
+/// Registered-buffer slice: the buffer is registered lazily, one slice as the reads reach it,
+/// so registration (which pins, i.e. allocates, pages) overlaps with I/O instead of
+/// faulting the whole buffer before the first read.
+const FIXED_SLICE: usize = 64 << 20;
+/// A range at least this much in the page cache takes the buffered path (a memcpy from the
+/// cache beats re-reading the device; measured by the bench's warm rows).
+const CACHED_FRACTION: f64 = 0.9;
+/// Step of the page-populating helper thread.
+const POPULATE_STEP: usize = 4 << 20;
+
+pub(crate) fn run(
+    config: &Config,
+    caps: &Capabilities,
+    p: Prepared,
+    ctl: &LoadControl<'_>,
+) -> Result<Loaded> {
+    let started = Instant::now();
+    let mut progress = Progress {
+        ctl,
+        total: p.source.len,
+        done: 0,
+        reported: 0,
+    };
+    progress.check()?;
+
+    // 1. Allocate.
+    let t = Instant::now();
+    let (buffer, map) = Buffer::allocate(&p.heap, p.buffer_size, config, &p.name)?;
+    if config.alloc_strategy == AllocStrategy::Prefault && buffer.memfd().is_some() {
+        map.populate_write(0..map.len()).map_err(|e| {
+            LoadError::new(
+                ErrorKind::AllocationFailed,
+                anyhow!("prefaulting {} bytes: {e}", map.len()),
+            )
+        })?;
+    }
+    buffer.cpu_write_sync(false)?;
+    let alloc_time = t.elapsed();
+
+    // 2 + 3. Fill.
+    let mut map = Arc::new(map);
+    let (io_path, io_path_reason) = if p.source.len == 0 {
+        (IoPath::None, "empty range: nothing to read".to_string())
+    } else {
+        fill(config, caps, &p.source, &buffer, &mut map, &mut progress)?
+    };
+    let map = Arc::into_inner(map).expect("no reader holds the mapping after fill");
+
+    // 4. Finish.
+    let size_now = source::current_size(p.source.fd.as_fd(), p.source.is_block_device)?;
+    if size_now < p.source.end() {
+        return Err(LoadError::msg(
+            ErrorKind::FileChanged,
+            format!(
+                "{} shrank to {size_now} bytes during the load (range ends at {})",
+                p.source.path,
+                p.source.end()
+            ),
+        ));
+    }
+    let checksum = match p.req.checksum {
+        ChecksumType::None => None,
+        ChecksumType::Xxh3_64 => {
+            let data = &map.as_slice()[..p.source.len as usize];
+            Some((ChecksumType::Xxh3_64, xxhash_rust::xxh3::xxh3_64(data)))
+        }
+    };
+    buffer.cpu_write_sync(true)?;
+    drop(map);
+    let heap = buffer.heap.clone();
+    let fd = buffer.finish(p.req.read_only, &p.name, config)?;
+    progress.check()?;
+    let loaded = Loaded {
+        fd,
+        data_len: p.source.len,
+        buffer_size: p.buffer_size,
+        heap: heap.name,
+        kind: heap.kind,
+        io_path,
+        io_path_reason,
+        alloc_time,
+        total_time: started.elapsed(),
+        checksum,
+    };
+    log::debug!(
+        "loaded {} bytes of {} at {} into {} via {:?} ({}) in {:?}",
+        loaded.data_len,
+        p.source.path,
+        p.source.offset,
+        loaded.heap,
+        loaded.io_path,
+        loaded.io_path_reason,
+        loaded.total_time
+    );
+    Ok(loaded)
+}
+
+/// Where the chain starts, and why.
+fn choose_path(
+    config: &Config,
+    caps: &Capabilities,
+    src: &Source,
+    buffer: &Buffer,
+) -> (IoPath, String) {
+    if let Some(p) = config.force_io_path {
+        return (p, "forced by configuration".into());
+    }
+    if !caps.io_uring {
+        return (
+            IoPath::BufferedSync,
+            "io_uring unavailable on this kernel".into(),
+        );
+    }
+    if !buffer.heap.direct_io {
+        return (
+            IoPath::Buffered,
+            format!(
+                "{} pages are PFNMAP: O_DIRECT cannot target them",
+                buffer.heap.name
+            ),
+        );
+    }
+    if config.page_cache_hint && caps.cachestat {
+        if let Ok(cs) = cachestat::cachestat(src.fd.as_fd(), src.offset, src.len) {
+            let pages = src.len.div_ceil(4096).max(1);
+            let frac = cs.nr_cache as f64 / pages as f64;
+            if frac >= CACHED_FRACTION {
+                return (
+                    IoPath::Buffered,
+                    format!("{:.0}% of the range is in the page cache: a copy beats re-reading the device", frac * 100.0),
+                );
+            }
+        }
+    }
+    (
+        IoPath::DirectRegistered,
+        "O_DIRECT straight into the buffer's pages".into(),
+    )
+}
+
+fn next_path(p: IoPath) -> IoPath {
+    match p {
+        IoPath::DirectRegistered | IoPath::DmabufRegistered => IoPath::Direct,
+        IoPath::Direct => IoPath::Buffered,
+        _ => IoPath::BufferedSync,
+    }
+}
+
+/// Runs the chain from the chosen path until one path fills the whole range.
+fn fill(
+    config: &Config,
+    caps: &Capabilities,
+    src: &Source,
+    buffer: &Buffer,
+    map: &mut Arc<Mapping>,
+    progress: &mut Progress<'_, '_>,
+) -> Result<(IoPath, String)> {
+    let (mut path, mut reason) = choose_path(config, caps, src, buffer);
+    if path == IoPath::None || path == IoPath::DmabufRegistered {
+        // DmabufRegistered needs a raw block device target and a kernel uAPI not in
+        // mainline (see `Capabilities::io_uring_dmabuf_regbuf`): never pretend to run it.
+        reason = format!("{path:?} cannot be forced for a file source");
+        path = IoPath::DirectRegistered;
+    }
+    let mut populator = match (config.alloc_strategy, buffer.memfd()) {
+        (AllocStrategy::Overlap, Some(_)) => Populator::start(map.clone()),
+        _ => Populator::none(),
+    };
+    let depth = config.queue_depth.unwrap_or(DEFAULT_QUEUE_DEPTH);
+    let chunk = config.chunk_size.unwrap_or(DEFAULT_CHUNK);
+    loop {
+        progress.restart();
+        let attempt = match path {
+            IoPath::DirectRegistered | IoPath::Direct => direct(
+                src,
+                map,
+                depth,
+                chunk,
+                path == IoPath::DirectRegistered,
+                progress,
+            ),
+            IoPath::Buffered => buffered_uring(src, map, depth, chunk, progress),
+            _ => {
+                populator.stop();
+                let m = Arc::get_mut(map).expect("no ring or helper holds the mapping");
+                return buffered_sync(src, m, chunk, progress)
+                    .map(|()| (IoPath::BufferedSync, reason));
+            }
+        };
+        match attempt {
+            Ok(done) => {
+                populator.stop();
+                let m = Arc::get_mut(map).expect("no ring or helper holds the mapping");
+                finish_pieces(src, m, &done, progress)?;
+                let reason = match done.note {
+                    Some(n) => format!("{reason}; {n}"),
+                    None => reason,
+                };
+                return Ok((done.path, reason));
+            }
+            Err(Attempt::Fatal(e)) => return Err(e),
+            Err(Attempt::Fallback { why, to }) => {
+                let to = to.unwrap_or_else(|| next_path(path));
+                log::info!(
+                    "{path:?} refused for {}: {why}; falling back to {to:?}",
+                    src.path
+                );
+                reason = format!("{why} -> {to:?}");
+                path = to;
+            }
+        }
+    }
+}
+
+/// What a successful path left for [`finish_pieces`] (needs exclusive access to the map).
+#[derive(Default)]
+struct Done {
+    path: IoPath,
+    note: Option<String>,
+    /// Unaligned head/tail file ranges to read through the aligned bounce, on this fd.
+    bounce: Vec<(u64, u64)>,
+    bounce_fd: Option<(OwnedFd, u64, u64)>,
+    /// Remainders of short direct reads, finished with pread on the source fd.
+    leftovers: Vec<uring::Leftover>,
+}
+
+enum Attempt {
+    /// This path cannot work here; try `to` (or the next one down).
+    Fallback {
+        why: String,
+        to: Option<IoPath>,
+    },
+    Fatal(LoadError),
+}
+
+fn loop_error(e: LoopError, src: &Source) -> Attempt {
+    match e {
+        LoopError::Refused(errno) => Attempt::Fallback {
+            why: format!("the kernel refused O_DIRECT reads ({errno})"),
+            to: None,
+        },
+        LoopError::Eof { file_off } => Attempt::Fatal(LoadError::msg(
+            ErrorKind::FileChanged,
+            format!(
+                "{} ended at {file_off}, before the range end {}: truncated during the load",
+                src.path,
+                src.end()
+            ),
+        )),
+        LoopError::Io { errno, file_off } => Attempt::Fatal(LoadError::msg(
+            ErrorKind::Io,
+            format!("reading {} at offset {file_off}: {errno}", src.path),
+        )),
+        LoopError::Stopped(e) => Attempt::Fatal(e),
+        LoopError::Ring(e) => Attempt::Fallback {
+            why: format!("io_uring failed: {e}"),
+            to: Some(IoPath::BufferedSync),
+        },
+    }
+}
+
+/// Reopens the source with O_DIRECT on a NEW open file description (the client's flags are
+/// never touched) and checks it is the same inode.
+fn open_direct(src: &Source) -> std::result::Result<OwnedFd, String> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT | libc::O_CLOEXEC)
+        .open(format!("/proc/self/fd/{}", src.fd.as_raw_fd()))
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::EINVAL) => "the file system refused O_DIRECT (EINVAL)".to_string(),
+            _ => format!("reopening with O_DIRECT failed: {e}"),
+        })?;
+    let md = f
+        .metadata()
+        .map_err(|e| format!("fstat of the O_DIRECT reopen: {e}"))?;
+    if md.dev() != src.dev || md.ino() != src.ino {
+        return Err("the O_DIRECT reopen is not the same inode".into());
+    }
+    Ok(f.into())
+}
+
+/// O_DIRECT into the buffer's pages: the block-aligned body with io_uring (registered
+/// buffers when `fixed`), the unaligned head/tail left to the bounce in [`finish_pieces`].
+fn direct(
+    src: &Source,
+    map: &Arc<Mapping>,
+    depth: u32,
+    chunk: usize,
+    fixed: bool,
+    progress: &mut Progress<'_, '_>,
+) -> std::result::Result<Done, Attempt> {
+    let fallback = |why: String| Attempt::Fallback {
+        why,
+        to: Some(IoPath::Buffered),
+    };
+    let dfd = open_direct(src).map_err(fallback)?;
+    let align = match statx::dio_align(&dfd) {
+        Ok(Some(a)) => a,
+        // Pre-6.1 kernel or a file system that does not say: page alignment is what
+        // every block device accepts.
+        _ => statx::DioAlign {
+            mem: 4096,
+            offset: 4096,
+        },
+    };
+    let (oa, ma) = (align.offset as u64, align.mem as u64);
+    let (off, end) = (src.offset, src.end());
+    let body_start = off.next_multiple_of(oa);
+    let body_end = end / oa * oa;
+    if body_start >= body_end {
+        return Err(fallback(format!(
+            "the range is smaller than one {oa}-byte O_DIRECT block"
+        )));
+    }
+    if (body_start - off) % ma != 0 {
+        return Err(fallback(format!(
+            "offset {off} puts the data at a memory address O_DIRECT cannot target ({ma}-byte alignment needed)"
+        )));
+    }
+    let mut ring = ReadRing::new(depth, map.clone()).map_err(|e| Attempt::Fallback {
+        why: format!("io_uring setup failed: {e}"),
+        to: Some(IoPath::BufferedSync),
+    })?;
+    let mut note = None;
+    let mut fixed_slice = None;
+    if fixed {
+        let slots = (body_end - body_start).div_ceil(FIXED_SLICE as u64) as u32;
+        match ring.enable_fixed(slots) {
+            Ok(()) => fixed_slice = Some(FIXED_SLICE),
+            Err(e) => {
+                drop(ring);
+                return Err(Attempt::Fallback {
+                    why: format!("registering buffers failed ({e})"),
+                    to: Some(IoPath::Direct),
+                });
+            }
+        }
+    }
+    let range = uring::Range {
+        mem_start: (body_start - off) as usize,
+        file_start: body_start,
+        len: body_end - body_start,
+    };
+    let params = uring::Params {
+        chunk,
+        depth,
+        direct_align: Some((oa, ma)),
+        fixed_slice,
+    };
+    let out = uring::read_range(&mut ring, dfd.as_fd(), range, params, &mut |n| {
+        progress.add(n)
+    });
+    drop(ring.finish());
+    let out = out.map_err(|e| loop_error(e, src))?;
+    let mut path = if fixed {
+        IoPath::DirectRegistered
+    } else {
+        IoPath::Direct
+    };
+    if let Some(d) = out.fixed_downgrade {
+        path = IoPath::Direct;
+        note = Some(d);
+    }
+    let mut bounce = Vec::new();
+    if off < body_start {
+        bounce.push((off, body_start));
+    }
+    if body_end < end {
+        bounce.push((body_end, end));
+    }
+    Ok(Done {
+        path,
+        note,
+        bounce,
+        bounce_fd: Some((dfd, oa, ma)),
+        leftovers: out.leftovers,
+    })
+}
+
+/// io_uring reads through the page cache into the mapping (one CPU copy, in the kernel).
+fn buffered_uring(
+    src: &Source,
+    map: &Arc<Mapping>,
+    depth: u32,
+    chunk: usize,
+    progress: &mut Progress<'_, '_>,
+) -> std::result::Result<Done, Attempt> {
+    let mut ring = ReadRing::new(depth, map.clone()).map_err(|e| Attempt::Fallback {
+        why: format!("io_uring setup failed: {e}"),
+        to: Some(IoPath::BufferedSync),
+    })?;
+    let range = uring::Range {
+        mem_start: 0,
+        file_start: src.offset,
+        len: src.len,
+    };
+    let params = uring::Params {
+        chunk,
+        depth,
+        direct_align: None,
+        fixed_slice: None,
+    };
+    let out = uring::read_range(&mut ring, src.fd.as_fd(), range, params, &mut |n| {
+        progress.add(n)
+    });
+    drop(ring.finish());
+    let out = out.map_err(|e| loop_error(e, src))?;
+    Ok(Done {
+        path: IoPath::Buffered,
+        leftovers: out.leftovers,
+        ..Default::default()
+    })
+}
+
+/// Plain pread() loop: the path when io_uring is unavailable.
+fn buffered_sync(
+    src: &Source,
+    map: &mut Mapping,
+    chunk: usize,
+    progress: &mut Progress<'_, '_>,
+) -> Result<()> {
+    let dst = &mut map.as_mut_slice()[..src.len as usize];
+    let mut done = 0usize;
+    while done < dst.len() {
+        let n = (dst.len() - done).min(chunk);
+        let got = pread_full(src, &mut dst[done..done + n], src.offset + done as u64)?;
+        done += got;
+        progress.add(got as u64)?;
+    }
+    Ok(())
+}
+
+/// pread until `buf` is full; EOF first means the file was truncated.
+fn pread_full(src: &Source, buf: &mut [u8], file_off: u64) -> Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match nix::sys::uio::pread(&src.fd, &mut buf[got..], (file_off + got as u64) as i64) {
+            Ok(0) => {
+                return Err(LoadError::msg(
+                    ErrorKind::FileChanged,
+                    format!(
+                        "{} ended at {}, before the range end {}: truncated during the load",
+                        src.path,
+                        file_off + got as u64,
+                        src.end()
+                    ),
+                ))
+            }
+            Ok(n) => got += n,
+            Err(Errno::EINTR) | Err(Errno::EAGAIN) => continue,
+            Err(e) => {
+                return Err(LoadError::msg(
+                    ErrorKind::Io,
+                    format!("pread {} at {}: {e}", src.path, file_off + got as u64),
+                ))
+            }
+        }
+    }
+    Ok(got)
+}
+
+/// Head/tail through an aligned bounce on the O_DIRECT fd, and short-read remainders.
+fn finish_pieces(
+    src: &Source,
+    map: &mut Mapping,
+    done: &Done,
+    progress: &mut Progress<'_, '_>,
+) -> Result<()> {
+    if let Some((dfd, oa, ma)) = &done.bounce_fd {
+        for &(start, end) in &done.bounce {
+            let a0 = start / oa * oa;
+            let a1 = end.next_multiple_of(*oa);
+            let blen = (a1 - a0) as usize;
+            let bounce = Mapping::anonymous(blen.next_multiple_of(4096).max(*ma as usize))
+                .map_err(|e| LoadError::new(ErrorKind::Internal, e))?;
+            let mut bounce = bounce;
+            let buf = &mut bounce.as_mut_slice()[..blen];
+            let mut got = 0usize;
+            while got < blen {
+                match nix::sys::uio::pread(dfd, &mut buf[got..], (a0 + got as u64) as i64) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(Errno::EINTR) | Err(Errno::EAGAIN) => continue,
+                    Err(e) => {
+                        return Err(LoadError::msg(
+                            ErrorKind::Io,
+                            format!("O_DIRECT pread {} at {a0}: {e}", src.path),
+                        ))
+                    }
+                }
+                if got % *oa as usize != 0 {
+                    break; // short (EOF) read; cannot continue unaligned
+                }
+            }
+            let need = (end - a0) as usize;
+            if got < need {
+                return Err(LoadError::msg(
+                    ErrorKind::FileChanged,
+                    format!(
+                        "{} ended at {}, before the range end {end}: truncated during the load",
+                        src.path,
+                        a0 + got as u64
+                    ),
+                ));
+            }
+            let from = (start - a0) as usize;
+            let to = (start - src.offset) as usize;
+            map.as_mut_slice()[to..to + (end - start) as usize].copy_from_slice(&buf[from..need]);
+            progress.add(end - start)?;
+        }
+    }
+    for l in &done.leftovers {
+        let got = pread_full(
+            src,
+            &mut map.as_mut_slice()[l.mem_off..l.mem_off + l.len],
+            l.file_off,
+        )?;
+        progress.add(got as u64)?;
+    }
+    Ok(())
+}
+
+/// Progress reporting + cancellation/deadline checks, between completions.
+struct Progress<'c, 'a> {
+    ctl: &'c LoadControl<'a>,
+    total: u64,
+    /// Bytes of the current attempt.
+    done: u64,
+    /// Highest value reported (a fallback re-reads, the callback never goes backwards).
+    reported: u64,
+}
+
+impl Progress<'_, '_> {
+    fn check(&self) -> Result<()> {
+        if self.ctl.cancel.is_cancelled() {
+            return Err(LoadError::msg(ErrorKind::Cancelled, "load cancelled"));
+        }
+        if let Some(d) = self.ctl.deadline {
+            if Instant::now() >= d {
+                return Err(LoadError::msg(
+                    ErrorKind::TimedOut,
+                    "load exceeded its deadline",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, n: u64) -> Result<()> {
+        self.done += n;
+        if self.done > self.reported {
+            self.reported = self.done.min(self.total);
+            if let Some(cb) = self.ctl.progress {
+                cb(self.reported, self.total);
+            }
+        }
+        self.check()
+    }
+
+    fn restart(&mut self) {
+        self.done = 0;
+    }
+}
+
+/// Faults the buffer's pages in (MADV_POPULATE_WRITE) on a helper thread, ahead of the
+/// reads, so page allocation and zeroing run on the other core while the device works.
+/// Contents are never touched; stopping is checked every [`POPULATE_STEP`]. Always joined.
+struct Populator {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Populator {
+    fn none() -> Self {
+        Populator {
+            stop: Arc::new(AtomicBool::new(true)),
+            handle: None,
+        }
+    }
+
+    fn start(map: Arc<Mapping>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let spawned = std::thread::Builder::new().name("dmabuf-populate".into()).spawn(move || {
+            let mut at = 0;
+            while at < map.len() && !flag.load(Ordering::Relaxed) {
+                let end = (at + POPULATE_STEP).min(map.len());
+                if let Err(e) = map.populate_write(at..end) {
+                    log::info!("populate-ahead stopped at {at}: {e}; the reads fault pages in themselves");
+                    return;
+                }
+                at = end;
+            }
+        });
+        match spawned {
+            Ok(h) => Populator {
+                stop,
+                handle: Some(h),
+            },
+            Err(e) => {
+                log::info!("no populate-ahead thread ({e}); the reads fault pages in themselves");
+                Self::none()
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            if h.join().is_err() {
+                log::error!("populate-ahead thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Populator {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

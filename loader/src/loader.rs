@@ -1,0 +1,207 @@
+//! [`Loader`]: probes the machine once, then validates (`prepare`) and runs loads.
+
+use std::os::fd::BorrowedFd;
+
+use anyhow::anyhow;
+
+use crate::api::{
+    Capabilities, Config, ErrorKind, HeapInfo, LoadControl, LoadError, LoadRequest, Loaded, Result,
+};
+use crate::source::{self, Source};
+use crate::{buffer, engine, sys};
+
+/// The engine. `Send + Sync`: share one with `Arc` and run loads from many threads.
+#[derive(Debug)]
+pub struct Loader {
+    config: Config,
+    heaps: Vec<HeapInfo>,
+    caps: Capabilities,
+}
+
+/// A validated request: our dup of the source fd, the resolved range and heap. Cheap to
+/// make; holds no buffer memory.
+#[derive(Debug)]
+pub struct Prepared {
+    pub(crate) source: Source,
+    pub(crate) heap: HeapInfo,
+    pub(crate) req: LoadRequest,
+    pub(crate) buffer_size: u64,
+    pub(crate) name: String,
+}
+
+impl Prepared {
+    pub fn data_len(&self) -> u64 {
+        self.source.len
+    }
+    pub fn buffer_size(&self) -> u64 {
+        self.buffer_size
+    }
+    pub fn heap(&self) -> &HeapInfo {
+        &self.heap
+    }
+}
+
+fn page_size() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map(|v| v as u64)
+        .unwrap_or(4096)
+}
+
+/// Buffer size for `len` data bytes: page-rounded, at least one page.
+pub(crate) fn buffer_size_for(len: u64) -> u64 {
+    let page = page_size();
+    len.div_ceil(page).max(1) * page
+}
+
+fn probe_capabilities() -> Capabilities {
+    let kernel_release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let io_uring = match sys::ring::new_ring(2) {
+        Ok(_) => true,
+        Err(e) => {
+            let sysctl =
+                std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").unwrap_or_default();
+            log::warn!(
+                "io_uring unavailable ({e}; kernel.io_uring_disabled={}): every load uses plain pread()",
+                sysctl.trim()
+            );
+            false
+        }
+    };
+    let io_uring_dmabuf_regbuf = io_uring
+        && match sys::ring::probe_dmabuf_regbuf() {
+            Ok(v) => v,
+            Err(e) => {
+                log::info!("io_uring dmabuf registered-buffer probe could not run: {e}");
+                false
+            }
+        };
+    let cachestat = match buffer::memfd::create("dmabuf-loader-probe", 0) {
+        Ok(fd) => !matches!(
+            sys::cachestat::cachestat(&fd, 0, 0),
+            Err(nix::errno::Errno::ENOSYS)
+        ),
+        Err(_) => false,
+    };
+    Capabilities {
+        kernel_release,
+        io_uring,
+        io_uring_dmabuf_regbuf,
+        cachestat,
+    }
+}
+
+impl Loader {
+    /// Probes heaps and kernel features once.
+    pub fn new(config: Config) -> anyhow::Result<Loader> {
+        if config.queue_depth == Some(0)
+            || config.chunk_size.is_some_and(|c| c == 0 || c % 4096 != 0)
+        {
+            return Err(anyhow!(
+                "queue_depth must be > 0 and chunk_size a non-zero multiple of 4096"
+            ));
+        }
+        let heaps = buffer::probe(&config);
+        if heaps.is_empty() {
+            return Err(anyhow!(
+                "no buffer source is allowed by the configuration ({:?})",
+                config.allowed_heaps
+            ));
+        }
+        let caps = probe_capabilities();
+        log::info!(
+            "loader ready: heaps [{}], kernel {}, io_uring {}, io_uring dmabuf regbuf {}, cachestat {}",
+            heaps.iter().map(|h| h.name.as_str()).collect::<Vec<_>>().join(", "),
+            caps.kernel_release,
+            caps.io_uring,
+            caps.io_uring_dmabuf_regbuf,
+            caps.cachestat
+        );
+        Ok(Loader {
+            config,
+            heaps,
+            caps,
+        })
+    }
+
+    /// Buffer sources, default first.
+    pub fn heaps(&self) -> &[HeapInfo] {
+        &self.heaps
+    }
+
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Resolves a heap name (`None`, "" and "auto" = the default heap).
+    pub fn resolve_heap(&self, name: Option<&str>) -> Result<&HeapInfo> {
+        match name {
+            None | Some("") | Some("auto") => Ok(&self.heaps[0]),
+            Some(n) => self.heaps.iter().find(|h| h.name == n).ok_or_else(|| {
+                LoadError::msg(
+                    ErrorKind::UnknownHeap,
+                    format!(
+                        "heap {n:?} does not exist or is not allowed (available: {})",
+                        self.heaps
+                            .iter()
+                            .map(|h| h.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            }),
+        }
+    }
+
+    /// Validates the untrusted fd + request (no allocation, no I/O beyond fcntl/fstat),
+    /// dups the fd, resolves range and heap.
+    pub fn prepare(&self, fd: BorrowedFd<'_>, req: &LoadRequest) -> Result<Prepared> {
+        let heap = self.resolve_heap(req.heap.as_deref())?.clone();
+        if req.read_only && heap.is_dmabuf {
+            return Err(LoadError::msg(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "read-only buffers are not possible from {:?}: dma-heap and udmabuf exports are always O_RDWR \
+                     and a dma-buf cannot be reopened with fewer rights; ask for a writable buffer or the memfd heap",
+                    heap.name
+                ),
+            ));
+        }
+        let source = source::validate(fd, req, &self.config)?;
+        let buffer_size = buffer_size_for(source.len);
+        let name = req
+            .name
+            .clone()
+            .unwrap_or_else(|| source.label().to_string());
+        Ok(Prepared {
+            source,
+            heap,
+            req: req.clone(),
+            buffer_size,
+            name,
+        })
+    }
+
+    /// Allocates and fills the buffer; returns it only when complete and correct.
+    pub fn run(&self, p: Prepared, ctl: &LoadControl<'_>) -> Result<Loaded> {
+        engine::run(&self.config, &self.caps, p, ctl)
+    }
+
+    /// `prepare` + `run`.
+    pub fn load(
+        &self,
+        fd: BorrowedFd<'_>,
+        req: &LoadRequest,
+        ctl: &LoadControl<'_>,
+    ) -> Result<Loaded> {
+        let p = self.prepare(fd, req)?;
+        self.run(p, ctl)
+    }
+}

@@ -1,0 +1,276 @@
+//! A safe io_uring wrapper for one job: positional reads into memory the ring OWNS.
+//!
+//! Soundness: the kernel writes into the target memory until each read completes, so the
+//! ring holds a reference (`Arc`) to the [`Mapping`] and drops it only in [`ReadRing::finish`],
+//! after every submitted read has completed and the fixed buffers are unregistered. If the
+//! ring is dropped early (error, cancel) `Drop` waits for the reads in flight first; if it
+//! is leaked, the mapping is leaked with it. Every read is bounds-checked against the
+//! mapping (and against its registered slot for fixed reads) before it is queued.
+
+use std::io;
+use std::ops::Range;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::Arc;
+
+use io_uring::{opcode, types, IoUring};
+
+use super::mman::Mapping;
+
+/// One finished read: the caller's tag and the kernel's result (bytes or -errno).
+#[derive(Clone, Copy, Debug)]
+pub struct Completion {
+    pub user_data: u64,
+    pub result: i32,
+}
+
+pub struct ReadRing {
+    ring: IoUring,
+    mem: Option<Arc<Mapping>>,
+    slots: Vec<Option<Range<usize>>>,
+    in_flight: usize,
+}
+
+/// Builds a ring; tries SINGLE_ISSUER|DEFER_TASKRUN (6.1+: completions run in our thread
+/// when we wait, no extra context switches), then COOP_TASKRUN (5.19+), then a plain ring.
+pub fn new_ring(entries: u32) -> io::Result<IoUring> {
+    if let Ok(r) = IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .build(entries)
+    {
+        return Ok(r);
+    }
+    if let Ok(r) = IoUring::builder().setup_coop_taskrun().build(entries) {
+        return Ok(r);
+    }
+    IoUring::new(entries)
+}
+
+impl ReadRing {
+    /// A ring with room for `entries` reads in flight, reading into `mem`.
+    pub fn new(entries: u32, mem: Arc<Mapping>) -> io::Result<Self> {
+        // The CQ is twice the SQ by default, so completions never overflow.
+        let ring = new_ring(entries)?;
+        Ok(Self {
+            ring,
+            mem: Some(mem),
+            slots: Vec::new(),
+            in_flight: 0,
+        })
+    }
+
+    fn mem(&self) -> &Mapping {
+        self.mem.as_deref().expect("mapping present until finish")
+    }
+
+    /// Number of reads submitted and not yet reaped.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Creates an empty (sparse) table of `n` fixed-buffer slots (5.13+).
+    pub fn enable_fixed(&mut self, n: u32) -> io::Result<()> {
+        self.ring.submitter().register_buffers_sparse(n)?;
+        self.slots = vec![None; n as usize];
+        Ok(())
+    }
+
+    /// Registers (pins) `range` of the mapping as fixed buffer `slot`.
+    pub fn register_slot(&mut self, slot: u16, range: Range<usize>) -> io::Result<()> {
+        let s = slot as usize;
+        if s >= self.slots.len() || range.start >= range.end || range.end > self.mem().len() {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let base = self.mem().as_ptr() as usize;
+        let iov = libc::iovec {
+            iov_base: (base + range.start) as *mut _,
+            iov_len: range.len(),
+        };
+        // SAFETY: the iovec lies inside the mapping (checked above), which this ring owns
+        // and does not release before `finish` unregisters every buffer.
+        unsafe {
+            self.ring
+                .submitter()
+                .register_buffers_update(slot as u32, &[iov], None)
+        }?;
+        self.slots[s] = Some(range);
+        Ok(())
+    }
+
+    /// Queues a read of `range` of the mapping from `file_off` of `fd`; with `fixed`, as
+    /// READ_FIXED against that registered slot. Submits first if the SQ is full.
+    pub fn push_read(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        range: Range<usize>,
+        file_off: u64,
+        user_data: u64,
+        fixed: Option<u16>,
+    ) -> io::Result<()> {
+        let len = range.len();
+        if range.start > range.end || range.end > self.mem().len() || len > u32::MAX as usize {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        if let Some(slot) = fixed {
+            match self.slots.get(slot as usize) {
+                Some(Some(r)) if r.start <= range.start && range.end <= r.end => {}
+                _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
+            }
+        }
+        let ptr = self.mem().as_ptr().wrapping_add(range.start);
+        let fd = types::Fd(fd.as_raw_fd());
+        let sqe = match fixed {
+            Some(slot) => opcode::ReadFixed::new(fd, ptr, len as u32, slot)
+                .offset(file_off)
+                .build(),
+            None => opcode::Read::new(fd, ptr, len as u32)
+                .offset(file_off)
+                .build(),
+        }
+        .user_data(user_data);
+        loop {
+            // SAFETY: the target range is inside the mapping we own (checked above) and stays
+            // mapped until the read completes (`finish`/`Drop` wait for it); the fd is
+            // borrowed for this call and the kernel takes its own reference when it issues.
+            if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
+                self.in_flight += 1;
+                return Ok(());
+            }
+            self.ring.submit()?;
+        }
+    }
+
+    /// Submits what is queued and waits until at least `want` completions are ready.
+    pub fn submit_and_wait(&mut self, want: usize) -> io::Result<()> {
+        loop {
+            match self.ring.submit_and_wait(want.min(self.in_flight)) {
+                Ok(_) => return Ok(()),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EBUSY)) => {
+                    continue
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Moves every ready completion into `out`.
+    pub fn reap(&mut self, out: &mut Vec<Completion>) {
+        for cqe in self.ring.completion() {
+            self.in_flight -= 1;
+            out.push(Completion {
+                user_data: cqe.user_data(),
+                result: cqe.result(),
+            });
+        }
+    }
+
+    fn wait_idle(&mut self) {
+        let mut sink = Vec::new();
+        while self.in_flight > 0 {
+            if let Err(e) = self.submit_and_wait(1) {
+                // Cannot happen with a live ring; the mapping must then never be released.
+                log::error!(
+                    "io_uring wait failed with {} reads in flight: {e}",
+                    self.in_flight
+                );
+                std::mem::forget(self.mem.take());
+                return;
+            }
+            sink.clear();
+            self.reap(&mut sink);
+        }
+    }
+
+    /// Waits for every read in flight, unregisters the fixed buffers (synchronously, so no
+    /// page stays pinned) and returns the mapping.
+    pub fn finish(mut self) -> Arc<Mapping> {
+        self.wait_idle();
+        if self.slots.iter().any(Option::is_some) {
+            if let Err(e) = self.ring.submitter().unregister_buffers() {
+                log::warn!("unregistering fixed buffers: {e}");
+            }
+        }
+        self.mem.take().expect("mapping present until finish")
+    }
+}
+
+impl Drop for ReadRing {
+    fn drop(&mut self) {
+        if self.mem.is_some() {
+            self.wait_idle();
+        }
+    }
+}
+
+/// `struct io_uring_rsrc_update2` with `resv` used as the flags word, as the io_uring
+/// dmabuf series (v3) extends it.
+#[repr(C)]
+#[derive(Default)]
+struct RsrcUpdate2 {
+    offset: u32,
+    flags: u32,
+    data: u64,
+    tags: u64,
+    nr: u32,
+    resv2: u32,
+}
+
+/// `struct io_uring_regbuf_desc` from the v3 RFC (see FIELD-NOTES.md).
+#[repr(C)]
+#[derive(Default)]
+struct RegbufDesc {
+    kind: u32,
+    flags: u32,
+    size: u64,
+    uaddr: u64,
+    dmabuf_fd: i32,
+    target_fd: i32,
+    resv: [u64; 6],
+}
+
+const IORING_REGISTER_BUFFERS_UPDATE: u32 = 16;
+const IORING_RSRC_UPDATE_EXTENDED: u32 = 1;
+const REGBUF_TYPE_DMABUF: u32 = 2;
+
+/// Probes the out-of-tree "io_uring dmabuf registered buffer" uAPI: on a ring with one
+/// sparse buffer slot it issues IORING_REGISTER_BUFFERS_UPDATE with the EXTENDED flag and a
+/// DMABUF descriptor naming fd -1. Mainline rejects the non-zero flags word with EINVAL
+/// before reading the descriptor; a kernel that implements the uAPI parses it and fails the
+/// fd lookup (EBADF). Only that answer counts as "available". Nothing is registered.
+pub fn probe_dmabuf_regbuf() -> io::Result<bool> {
+    let ring = new_ring(2)?;
+    ring.submitter().register_buffers_sparse(1)?;
+    let desc = RegbufDesc {
+        kind: REGBUF_TYPE_DMABUF,
+        dmabuf_fd: -1,
+        target_fd: -1,
+        ..Default::default()
+    };
+    let up = RsrcUpdate2 {
+        offset: 0,
+        flags: IORING_RSRC_UPDATE_EXTENDED,
+        data: &desc as *const RegbufDesc as u64,
+        nr: 1,
+        ..Default::default()
+    };
+    // SAFETY: io_uring_register on our own ring fd; `up` and the descriptor it points to
+    // are valid for the call and the kernel only reads them. fd -1 cannot alias anything.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_register,
+            ring.as_raw_fd(),
+            IORING_REGISTER_BUFFERS_UPDATE,
+            &up as *const RsrcUpdate2,
+            std::mem::size_of::<RsrcUpdate2>() as u32,
+        )
+    };
+    if r >= 0 {
+        // A kernel that accepted fd -1 is not behaving as the series describes.
+        log::warn!(
+            "dmabuf regbuf probe: kernel accepted a descriptor with fd -1; treating as unavailable"
+        );
+        return Ok(false);
+    }
+    let errno = io::Error::last_os_error().raw_os_error();
+    Ok(errno == Some(libc::EBADF))
+}

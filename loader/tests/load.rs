@@ -1,0 +1,638 @@
+//! End-to-end tests of the engine on this machine's providers (memfd here; the VM run
+//! covers udmabuf/dma-heap). Every test takes one lock: fd-leak checks count
+//! /proc/self/fd, which must not change under them.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use dmabuf_loader::source::SourceError;
+use dmabuf_loader::*;
+
+static LOCK: Mutex<()> = Mutex::new(());
+
+fn lock() -> MutexGuard<'static, ()> {
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Scratch directory on a disk file system (O_DIRECT capable), not tmpfs.
+fn disk_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let base = std::env::var_os("DMABUF_LOADER_TEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-scratch")
+            });
+        std::fs::create_dir_all(&base).unwrap();
+        tempfile::tempdir_in(base).unwrap()
+    })
+    .path()
+}
+
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    // xorshift: every byte differs from its neighbours and from other offsets.
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn write_file(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    let mut f = File::create(&p).unwrap();
+    f.write_all(data).unwrap();
+    f.sync_all().unwrap();
+    p
+}
+
+fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+fn loader_with(f: impl FnOnce(&mut Config)) -> Loader {
+    let mut c = Config::default();
+    f(&mut c);
+    Loader::new(c).unwrap()
+}
+
+fn read_back(fd: &OwnedFd, size: u64) -> Vec<u8> {
+    let mut v = vec![0u8; size as usize];
+    let f = File::from(fd.try_clone().unwrap());
+    f.read_exact_at(&mut v, 0).unwrap();
+    v
+}
+
+/// Loads and checks: exact bytes, zero padding, sizes.
+fn check_load(loader: &Loader, path: &Path, data: &[u8], off: u64, len: Option<u64>) -> Loaded {
+    let f = File::open(path).unwrap();
+    let req = LoadRequest {
+        offset: off,
+        length: len,
+        checksum: ChecksumType::Xxh3_64,
+        ..Default::default()
+    };
+    let l = loader
+        .load(f.as_fd(), &req, &LoadControl::default())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let want = &data[off as usize..len.map(|l| (off + l) as usize).unwrap_or(data.len())];
+    assert_eq!(l.data_len, want.len() as u64);
+    assert_eq!(
+        l.buffer_size,
+        (want.len() as u64).div_ceil(4096).max(1) * 4096
+    );
+    let got = read_back(&l.fd, l.buffer_size);
+    assert!(
+        got[..want.len()] == *want,
+        "data differs ({:?}, off {off}, len {})",
+        l.io_path,
+        want.len()
+    );
+    assert!(
+        got[want.len()..].iter().all(|&b| b == 0),
+        "padding not zero"
+    );
+    assert_eq!(
+        l.checksum,
+        Some((ChecksumType::Xxh3_64, xxhash_rust::xxh3::xxh3_64(want)))
+    );
+    assert_eq!(l.kind, BufferKind::Memfd);
+    l
+}
+
+fn dio_offset_align(path: &Path) -> u64 {
+    let f = File::open(path).unwrap();
+    dmabuf_loader::sys::statx::dio_align(&f)
+        .unwrap()
+        .map(|a| a.offset as u64)
+        .unwrap_or(4096)
+}
+
+const SIZES: &[usize] = &[0, 1, 4095, 4096, 4097, (1 << 20) + 1, (64 << 20) + 123];
+const PATHS: &[IoPath] = &[
+    IoPath::DirectRegistered,
+    IoPath::Direct,
+    IoPath::Buffered,
+    IoPath::BufferedSync,
+];
+
+#[test]
+fn every_size_on_every_path_gives_identical_bytes() {
+    let _g = lock();
+    let before = fd_count();
+    for (i, &size) in SIZES.iter().enumerate() {
+        let data = pattern(size, i as u64 + 7);
+        let path = write_file(disk_dir(), &format!("size-{size}"), &data);
+        let oa = dio_offset_align(&path);
+        for &p in PATHS {
+            let loader = loader_with(|c| c.force_io_path = Some(p));
+            let l = check_load(&loader, &path, &data, 0, None);
+            let expect = match (size, p) {
+                (0, _) => IoPath::None,
+                // Smaller than one O_DIRECT block: the direct paths hand over to buffered.
+                (s, IoPath::DirectRegistered | IoPath::Direct) if (s as u64) < oa => {
+                    IoPath::Buffered
+                }
+                _ => p,
+            };
+            assert_eq!(
+                l.io_path, expect,
+                "size {size} forced {p:?}: {}",
+                l.io_path_reason
+            );
+        }
+        std::fs::remove_file(path).unwrap();
+    }
+    assert_eq!(fd_count(), before, "fd leak");
+}
+
+#[test]
+fn ranges_and_unaligned_offsets() {
+    let _g = lock();
+    let data = pattern((8 << 20) + 777, 99);
+    let path = write_file(disk_dir(), "ranges", &data);
+    let cases: &[(u64, Option<u64>)] = &[
+        (0, Some(1)),
+        (1, None),
+        (1, Some(4096)),
+        (511, Some(3 << 20)),
+        (512, Some((2 << 20) + 5)),
+        (4095, Some(8192)),
+        (4096, None),
+        (12345, Some(5 << 20)),
+        ((8 << 20) + 776, Some(1)),
+        ((8 << 20) + 777, None),
+        ((8 << 20) + 777, Some(0)),
+    ];
+    let oa = dio_offset_align(&path);
+    for &p in PATHS {
+        let loader = loader_with(|c| c.force_io_path = Some(p));
+        for &(off, len) in cases {
+            let l = check_load(&loader, &path, &data, off, len);
+            let len = len.unwrap_or(data.len() as u64 - off);
+            let has_body = off.next_multiple_of(oa) < (off + len) / oa * oa;
+            if p == IoPath::Direct && off % oa == 0 && has_body {
+                assert_eq!(
+                    l.io_path,
+                    IoPath::Direct,
+                    "off {off} len {len}: {}",
+                    l.io_path_reason
+                );
+            }
+            if p == IoPath::Direct && off % oa != 0 && has_body && oa >= 512 {
+                // The memory alignment here equals the offset alignment (512 on virtio):
+                // an unaligned file offset cannot map to aligned memory, so it falls back.
+                assert_eq!(
+                    l.io_path,
+                    IoPath::Buffered,
+                    "off {off} len {len}: {}",
+                    l.io_path_reason
+                );
+                assert!(
+                    l.io_path_reason.contains("alignment"),
+                    "{}",
+                    l.io_path_reason
+                );
+            }
+        }
+    }
+    // Default (auto) path on a cold-ish file.
+    let loader = Loader::new(Config::default()).unwrap();
+    for &(off, len) in cases {
+        check_load(&loader, &path, &data, off, len);
+    }
+}
+
+#[test]
+fn direct_path_is_used_on_disk_and_refused_on_tmpfs() {
+    let _g = lock();
+    let data = pattern(3 << 20, 5);
+    let path = write_file(disk_dir(), "direct", &data);
+    let loader = loader_with(|c| {
+        c.force_io_path = Some(IoPath::DirectRegistered);
+    });
+    let l = check_load(&loader, &path, &data, 0, None);
+    assert_eq!(l.io_path, IoPath::DirectRegistered, "{}", l.io_path_reason);
+
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+    let nix_fs = nix::sys::statfs::statfs(shm.path()).unwrap();
+    assert_eq!(
+        nix_fs.filesystem_type(),
+        nix::sys::statfs::TMPFS_MAGIC,
+        "/dev/shm must be tmpfs for this test"
+    );
+    let tpath = write_file(shm.path(), "tmpfs-file", &data);
+    let tmpfs_odirect = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&tpath)
+        .is_ok();
+    for &p in PATHS {
+        let l = check_load(
+            &loader_with(|c| c.force_io_path = Some(p)),
+            &tpath,
+            &data,
+            0,
+            None,
+        );
+        if !tmpfs_odirect && matches!(p, IoPath::DirectRegistered | IoPath::Direct) {
+            // tmpfs before 6.6 refuses O_DIRECT: the chain falls back to buffered.
+            assert_eq!(l.io_path, IoPath::Buffered);
+            assert!(
+                l.io_path_reason.contains("refused O_DIRECT"),
+                "reason: {}",
+                l.io_path_reason
+            );
+        }
+    }
+    // The auto choice: tmpfs data always sits in the page cache, so the copy path is chosen
+    // (and it is the only one on kernels where tmpfs refuses O_DIRECT).
+    let l = check_load(
+        &Loader::new(Config::default()).unwrap(),
+        &tpath,
+        &data,
+        100,
+        Some(1 << 20),
+    );
+    assert_eq!(l.io_path, IoPath::Buffered, "{}", l.io_path_reason);
+}
+
+#[test]
+fn cached_range_takes_the_buffered_path() {
+    let _g = lock();
+    let data = pattern(4 << 20, 11);
+    let path = write_file(disk_dir(), "cached", &data);
+    let loader = Loader::new(Config::default()).unwrap();
+    assert!(loader.capabilities().cachestat, "kernel 6.5+ has cachestat");
+    // write_all left it in the page cache.
+    let l = check_load(&loader, &path, &data, 0, None);
+    assert_eq!(l.io_path, IoPath::Buffered, "{}", l.io_path_reason);
+    assert!(l.io_path_reason.contains("page cache"));
+    // Dropped from the cache: direct.
+    let f = File::open(&path).unwrap();
+    nix::fcntl::posix_fadvise(
+        f.as_fd(),
+        0,
+        0,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    )
+    .unwrap();
+    let l = check_load(&loader, &path, &data, 0, None);
+    assert_eq!(l.io_path, IoPath::DirectRegistered, "{}", l.io_path_reason);
+}
+
+fn expect_err(loader: &Loader, fd: impl AsFd, req: &LoadRequest) -> LoadError {
+    let before = fd_count();
+    let e = loader
+        .load(fd.as_fd(), req, &LoadControl::default())
+        .expect_err("must fail");
+    assert_eq!(fd_count(), before, "fd leak on error {e}");
+    e
+}
+
+fn source_error(e: &LoadError) -> SourceError {
+    *e.source
+        .downcast_ref::<SourceError>()
+        .unwrap_or_else(|| panic!("not a SourceError: {e:#}"))
+}
+
+#[test]
+fn bad_sources_each_get_their_own_error() {
+    let _g = lock();
+    let loader = Loader::new(Config::default()).unwrap();
+    let req = LoadRequest::default();
+    let data = pattern(10000, 3);
+    let path = write_file(disk_dir(), "bad-sources", &data);
+
+    let o_path = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(&path)
+        .unwrap();
+    let e = expect_err(&loader, &o_path, &req);
+    assert_eq!(
+        (e.kind, source_error(&e)),
+        (ErrorKind::PathOnlyFd, SourceError::PathOnly)
+    );
+
+    let wo = OpenOptions::new().write(true).open(&path).unwrap();
+    let e = expect_err(&loader, &wo, &req);
+    assert_eq!(
+        (e.kind, source_error(&e)),
+        (ErrorKind::NotReadable, SourceError::WriteOnly)
+    );
+
+    let (r, _w) = nix::unistd::pipe().unwrap();
+    let e = expect_err(&loader, &r, &req);
+    assert_eq!(
+        (e.kind, source_error(&e)),
+        (ErrorKind::UnsupportedFileType, SourceError::Pipe)
+    );
+
+    let (s1, _s2) = std::os::unix::net::UnixStream::pair().unwrap();
+    let e = expect_err(&loader, &s1, &req);
+    assert_eq!(
+        (e.kind, source_error(&e)),
+        (ErrorKind::UnsupportedFileType, SourceError::Socket)
+    );
+
+    let dir = File::open(disk_dir()).unwrap();
+    let e = expect_err(&loader, &dir, &req);
+    assert_eq!(
+        (e.kind, source_error(&e)),
+        (ErrorKind::UnsupportedFileType, SourceError::Directory)
+    );
+
+    let null = File::open("/dev/null").unwrap();
+    let e = expect_err(&loader, &null, &req);
+    assert_eq!(
+        (e.kind, source_error(&e)),
+        (ErrorKind::UnsupportedFileType, SourceError::CharDevice)
+    );
+    assert!(format!("{e}").contains("/dev/null"), "{e}");
+
+    // A closed fd number.
+    let closed = File::open(&path).unwrap();
+    let raw = closed.as_raw_fd();
+    drop(closed);
+    // SAFETY: only used to ask fcntl about a number that is not open.
+    let stale = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
+    let e = loader.prepare(stale, &req).expect_err("closed fd");
+    assert_eq!(
+        (e.kind, source_error(&e)),
+        (ErrorKind::BadFd, SourceError::Closed)
+    );
+
+    let f = File::open(&path).unwrap();
+    let r = |offset, length| LoadRequest {
+        offset,
+        length,
+        ..Default::default()
+    };
+    let e = expect_err(&loader, &f, &r(10001, None));
+    assert_eq!(
+        (e.kind, source_error(&e)),
+        (ErrorKind::InvalidRange, SourceError::OffsetPastEnd)
+    );
+    let e = expect_err(&loader, &f, &r(5000, Some(5001)));
+    assert_eq!(
+        (e.kind, source_error(&e)),
+        (ErrorKind::InvalidRange, SourceError::RangePastEnd)
+    );
+    let e = expect_err(&loader, &f, &r(5000, Some(u64::MAX)));
+    assert_eq!(
+        (e.kind, source_error(&e)),
+        (ErrorKind::InvalidRange, SourceError::RangeOverflow)
+    );
+    let small = loader_with(|c| c.max_load_bytes = 4096);
+    let e = expect_err(&small, &f, &r(0, None));
+    assert_eq!(
+        (e.kind, source_error(&e)),
+        (ErrorKind::TooLarge, SourceError::TooLarge)
+    );
+    let e = expect_err(
+        &loader,
+        &f,
+        &LoadRequest {
+            heap: Some("nope".into()),
+            ..Default::default()
+        },
+    );
+    assert_eq!(e.kind, ErrorKind::UnknownHeap);
+}
+
+#[test]
+fn client_file_description_is_untouched() {
+    let _g = lock();
+    let data = pattern(1 << 20, 8);
+    let path = write_file(disk_dir(), "untouched", &data);
+    let mut f = File::open(&path).unwrap();
+    f.seek(SeekFrom::Start(123)).unwrap();
+    let flags = nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+    for &p in PATHS {
+        let loader = loader_with(|c| c.force_io_path = Some(p));
+        loader
+            .load(f.as_fd(), &LoadRequest::default(), &LoadControl::default())
+            .unwrap();
+        assert_eq!(
+            nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GETFL).unwrap(),
+            flags
+        );
+        assert_eq!(f.stream_position().unwrap(), 123);
+    }
+}
+
+#[test]
+fn read_only_memfd_cannot_be_mapped_writable() {
+    let _g = lock();
+    let data = pattern(100_000, 4);
+    let path = write_file(disk_dir(), "ro", &data);
+    let loader = Loader::new(Config::default()).unwrap();
+    let f = File::open(&path).unwrap();
+    let l = loader
+        .load(
+            f.as_fd(),
+            &LoadRequest {
+                read_only: true,
+                ..Default::default()
+            },
+            &LoadControl::default(),
+        )
+        .unwrap();
+    assert_eq!(read_back(&l.fd, l.buffer_size)[..data.len()], data[..]);
+    let fl = nix::fcntl::fcntl(&l.fd, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+    assert_eq!(fl & libc::O_ACCMODE, libc::O_RDONLY);
+    let len = std::num::NonZeroUsize::new(l.buffer_size as usize).unwrap();
+    use nix::sys::mman::{mmap, MapFlags, ProtFlags};
+    // SAFETY: a fresh mapping request; if it (wrongly) succeeded we leak it, nothing aliases.
+    let w = unsafe {
+        mmap(
+            None,
+            len,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_SHARED,
+            &l.fd,
+            0,
+        )
+    };
+    assert!(
+        w.is_err(),
+        "writable shared mapping of a read-only buffer succeeded"
+    );
+    // The seal also stops writes through any other description of the memfd.
+    let rw = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/proc/self/fd/{}", l.fd.as_raw_fd()));
+    if let Ok(rw) = rw {
+        assert!(
+            rw.write_at(b"x", 0).is_err(),
+            "write to a sealed buffer succeeded"
+        );
+    }
+}
+
+fn memfds_named(name: &str) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|l| l.to_string_lossy().contains(name))
+        .count()
+}
+
+fn maps_named(name: &str) -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(name))
+        .count()
+}
+
+#[test]
+fn cancellation_mid_load_frees_everything() {
+    let _g = lock();
+    let data = pattern(64 << 20, 21);
+    let path = write_file(disk_dir(), "cancel-me", &data);
+    for &p in PATHS {
+        let loader = loader_with(|c| c.force_io_path = Some(p));
+        let f = File::open(&path).unwrap();
+        let before = fd_count();
+        let token = CancelToken::new();
+        let tok = token.clone();
+        let seen_memfd = std::sync::atomic::AtomicUsize::new(0);
+        let cb = |done: u64, _total: u64| {
+            if done >= 4 << 20 && !tok.is_cancelled() {
+                seen_memfd.store(
+                    memfds_named("cancel-me-buf"),
+                    std::sync::atomic::Ordering::SeqCst,
+                );
+                tok.cancel();
+            }
+        };
+        let ctl = LoadControl {
+            cancel: token.clone(),
+            deadline: None,
+            progress: Some(&cb),
+        };
+        let req = LoadRequest {
+            name: Some("cancel-me-buf".into()),
+            ..Default::default()
+        };
+        let e = loader.load(f.as_fd(), &req, &ctl).expect_err("cancelled");
+        assert_eq!(e.kind, ErrorKind::Cancelled, "{p:?}: {e}");
+        assert_eq!(
+            seen_memfd.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "the buffer existed while loading"
+        );
+        assert_eq!(
+            memfds_named("cancel-me-buf"),
+            0,
+            "memfd still open after cancel"
+        );
+        assert_eq!(
+            maps_named("cancel-me-buf"),
+            0,
+            "buffer still mapped after cancel"
+        );
+        assert_eq!(fd_count(), before, "fd leak after cancel ({p:?})");
+    }
+    // A deadline in the past fails before any work.
+    let loader = Loader::new(Config::default()).unwrap();
+    let f = File::open(&path).unwrap();
+    let ctl = LoadControl {
+        deadline: Some(Instant::now() - Duration::from_millis(1)),
+        ..Default::default()
+    };
+    assert_eq!(
+        loader
+            .load(f.as_fd(), &LoadRequest::default(), &ctl)
+            .unwrap_err()
+            .kind,
+        ErrorKind::TimedOut
+    );
+}
+
+#[test]
+fn truncated_during_load_is_an_error_never_garbage() {
+    let _g = lock();
+    let data = pattern(64 << 20, 31);
+    for &p in PATHS {
+        let path = write_file(disk_dir(), "shrinks", &data);
+        let loader = loader_with(|c| c.force_io_path = Some(p));
+        let f = File::open(&path).unwrap();
+        let victim = OpenOptions::new().write(true).open(&path).unwrap();
+        let cb = |done: u64, _t: u64| {
+            if done >= 1 << 20 {
+                victim.set_len(2 << 20).unwrap();
+            }
+        };
+        let ctl = LoadControl {
+            progress: Some(&cb),
+            ..Default::default()
+        };
+        match loader.load(f.as_fd(), &LoadRequest::default(), &ctl) {
+            Err(e) => assert_eq!(e.kind, ErrorKind::FileChanged, "{p:?}: {e}"),
+            Ok(l) => panic!(
+                "{p:?}: truncated file loaded as {} bytes via {:?}",
+                l.data_len, l.io_path
+            ),
+        }
+    }
+    // Progress is monotonic and ends at the total.
+    let path = write_file(disk_dir(), "progress", &data[..(5 << 20) + 3]);
+    let last = std::sync::Mutex::new((0u64, 0u64));
+    let cb = |d: u64, t: u64| {
+        let mut g = last.lock().unwrap();
+        assert!(d >= g.0, "progress went backwards");
+        *g = (d, t);
+    };
+    let f = File::open(&path).unwrap();
+    let ctl = LoadControl {
+        progress: Some(&cb),
+        ..Default::default()
+    };
+    Loader::new(Config::default())
+        .unwrap()
+        .load(f.as_fd(), &LoadRequest::default(), &ctl)
+        .unwrap();
+    assert_eq!(*last.lock().unwrap(), ((5 << 20) + 3, (5 << 20) + 3));
+}
+
+#[test]
+fn capabilities_and_heaps_on_this_host() {
+    let _g = lock();
+    let loader = Loader::new(Config::default()).unwrap();
+    let caps = loader.capabilities();
+    assert!(!caps.kernel_release.is_empty());
+    // Stock kernels do not have the io_uring dmabuf registered-buffer uAPI.
+    assert!(!caps.io_uring_dmabuf_regbuf);
+    let last = loader.heaps().last().unwrap();
+    assert_eq!(
+        (last.name.as_str(), last.kind, last.is_dmabuf),
+        ("memfd", BufferKind::Memfd, false)
+    );
+    // Heap dir pointed at an empty directory and no udmabuf: memfd is the default.
+    let empty = tempfile::tempdir().unwrap();
+    let l = loader_with(|c| {
+        c.dma_heap_dir = empty.path().into();
+        c.udmabuf_path = empty.path().join("udmabuf");
+    });
+    assert_eq!(l.heaps().len(), 1);
+    assert_eq!(l.resolve_heap(Some("auto")).unwrap().name, "memfd");
+    let none = Loader::new(Config {
+        allowed_heaps: Some(vec!["system".into()]),
+        dma_heap_dir: empty.path().into(),
+        ..Default::default()
+    });
+    assert!(none.is_err());
+}
