@@ -1,0 +1,237 @@
+//! Every binder-specific call of the VTS suite, in one place: finding instances, connecting,
+//! wrapping fds, reading service-specific codes, making a callback object and the one raw
+//! transaction (a null fd). This build uses rsbinder (kernel binder via its service manager, or
+//! RPC binder over a unix socket); the Android build swaps this module for one over the AOSP
+//! `binder` crate (`binder::get_declared_instances`, `binder::get_interface`,
+//! `BnLoadCallback::new_binder(x, BinderFeatures::default())`), and the cases stay the same.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use rsbinder::entry::{WireProfile, WireVersion};
+use rsbinder::{Interface, Parcel, StatusCode, Strong, FIRST_CALL_TRANSACTION};
+
+pub use dmabuf_loader_aidl::vendor::dmabufloader::{
+    BufferKind::BufferKind,
+    ChecksumType::ChecksumType,
+    ErrorCode::ErrorCode,
+    HeapInfo::HeapInfo,
+    IDmabufLoader::{self as idl, IDmabufLoader},
+    ILoadCallback::{BnLoadCallback, ILoadCallback},
+    ILoadTask::ILoadTask,
+    IoPath::IoPath,
+    LoadRequest::LoadRequest,
+    LoadResult::LoadResult,
+    ServiceInfo::ServiceInfo,
+};
+pub use rsbinder::{BinderResult, ParcelFileDescriptor, Status};
+
+/// The interface descriptor; instances are registered as `<DESCRIPTOR>/<instance>`.
+pub const DESCRIPTOR: &str = "vendor.dmabufloader.IDmabufLoader";
+
+/// How long an RPC call may go unanswered before the session counts as broken. Generous: a
+/// 64 MiB load on a slow emulated disk must not trip it, but a hung service must not hang VTS.
+const RPC_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Where one instance of the interface lives.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// Kernel binder: the full service-manager name (`<DESCRIPTOR>/<instance>`).
+    Kernel { name: String },
+    /// RPC binder over a unix socket; `service` is the name looked up in the server's
+    /// directory (the session's root object is used if the server has no such name).
+    Rpc { socket: PathBuf, service: String },
+}
+
+/// A live connection to one instance. Dropping it closes an RPC session (its callback
+/// threads keep it alive otherwise).
+pub struct Connection {
+    pub loader: Strong<dyn IDmabufLoader>,
+    client: Option<rsbinder::Client>,
+}
+
+impl Connection {
+    /// False once an RPC session has ended (service gone, timeout); kernel proxies answer
+    /// DEAD_OBJECT instead and are reconnected through the service manager.
+    pub fn is_alive(&self) -> bool {
+        match &self.client {
+            Some(c) => c.session().is_some_and(|s| !s.is_ended()),
+            None => self.loader.as_binder().ping_binder().is_ok(),
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Some(s) = self.client.as_ref().and_then(|c| c.session()) {
+            s.close_session();
+        }
+    }
+}
+
+/// Opens kernel binder (`device`, or rsbinder's default /dev/binderfs/binder then /dev/binder)
+/// and starts this process's binder thread pool, which callbacks need.
+pub fn init_kernel(device: Option<&Path>) -> Result<()> {
+    let uri = rsbinder::Uri::kernel();
+    rsbinder::Client::open_with(uri, |o, _| o.driver = device.map(Path::to_path_buf))
+        .map(drop)
+        .map_err(|e| anyhow!("cannot open kernel binder ({device:?}): {e:?}"))
+}
+
+/// The instance names of IDmabufLoader known to the service manager: the declared ones
+/// (VINTF manifest / rsb_hub declarations) and the registered ones (`listServices`,
+/// filtered by `<DESCRIPTOR>/`), deduplicated and sorted. [`init_kernel`] must have run.
+pub fn kernel_instances() -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    match rsbinder::hub::try_get_declared_instances(DESCRIPTOR) {
+        Ok(v) => out.extend(v),
+        // A service manager without declarations (e.g. an older protocol) still lists.
+        Err(e) => eprintln!(
+            "note: getDeclaredInstances({DESCRIPTOR}) failed: {e:?}; using listServices only"
+        ),
+    }
+    let listed = rsbinder::hub::try_list_services(rsbinder::hub::DUMP_FLAG_PRIORITY_ALL)
+        .map_err(|e| anyhow!("listServices failed: {e:?}"))?;
+    let prefix = format!("{DESCRIPTOR}/");
+    out.extend(
+        listed
+            .iter()
+            .filter_map(|n| n.strip_prefix(&prefix))
+            .map(str::to_string),
+    );
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Connects to one instance.
+pub fn connect(target: &Target) -> Result<Connection> {
+    match target {
+        Target::Kernel { name } => {
+            let loader = rsbinder::hub::wait_for_interface::<dyn IDmabufLoader>(name)
+                .map_err(|e| anyhow!("service manager has no usable {name}: {e:?}"))?;
+            Ok(Connection {
+                loader,
+                client: None,
+            })
+        }
+        Target::Rpc { socket, service } => {
+            let uri = rsbinder::Uri::from(rsbinder::Endpoint::unix(socket))
+                .with_wire(WireProfile::Android13Plus(WireVersion::MAX));
+            let client = rsbinder::Client::open_with(uri, |o, _| {
+                // Fds travel as SCM_RIGHTS; one incoming connection carries the oneway
+                // ILoadCallback calls the service makes back to us.
+                o.fd_mode = Some(rsbinder::rpc::FileDescriptorTransportMode::Unix);
+                o.incoming_connections = Some(1);
+                o.timeout = Some(RPC_TIMEOUT);
+            })
+            .map_err(|e| anyhow!("cannot open an RPC session on {}: {e:?}", socket.display()))?;
+            let session = client.session().context("RPC client without a session")?;
+            let binder = match session.get_service(service) {
+                Ok(b) => b,
+                Err(StatusCode::NameNotFound) => session.get_root().map_err(|e| {
+                    anyhow!(
+                        "{} has neither a service named {service} nor a root object: {e:?}",
+                        socket.display()
+                    )
+                })?,
+                Err(e) => {
+                    return Err(anyhow!(
+                        "looking up {service} on {}: {e:?}",
+                        socket.display()
+                    ))
+                }
+            };
+            let loader = rsbinder::FromIBinder::try_from(binder).map_err(|e| {
+                anyhow!(
+                    "the object on {} is not an {DESCRIPTOR}: {e:?}",
+                    socket.display()
+                )
+            })?;
+            Ok(Connection {
+                loader,
+                client: Some(client),
+            })
+        }
+    }
+}
+
+/// Wraps an fd for sending.
+pub fn pfd(fd: impl Into<OwnedFd>) -> ParcelFileDescriptor {
+    ParcelFileDescriptor::new(fd)
+}
+
+/// Takes the fd out of a received ParcelFileDescriptor.
+pub fn into_owned(p: ParcelFileDescriptor) -> OwnedFd {
+    p.into()
+}
+
+/// Duplicates a received fd (a callback only borrows its arguments).
+pub fn dup(p: &ParcelFileDescriptor) -> Result<OwnedFd> {
+    Ok(p.try_clone()
+        .map_err(|e| anyhow!("dup of received fd: {e:?}"))?
+        .into())
+}
+
+/// How a call failed, as far as the contract cares.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// A ServiceSpecificException with this code and message.
+    ServiceSpecific(i32, String),
+    /// Anything else (binder transport error, other exception).
+    Other(String),
+}
+
+pub fn classify(s: &Status) -> Failure {
+    if s.exception_code() == rsbinder::ExceptionCode::ServiceSpecific {
+        Failure::ServiceSpecific(
+            s.service_specific_error(),
+            s.message().unwrap_or_default().to_string(),
+        )
+    } else {
+        Failure::Other(format!("{s:?}"))
+    }
+}
+
+/// Makes a binder object out of a callback implementation.
+pub fn new_callback<T: ILoadCallback + Sync + Send + 'static>(cb: T) -> Strong<dyn ILoadCallback> {
+    BnLoadCallback::new_binder(cb)
+}
+
+/// Marker so callback implementations need not name rsbinder.
+pub trait CallbackBase: Interface {}
+impl<T: Interface> CallbackBase for T {}
+
+/// Calls `loadFile` with a null ParcelFileDescriptor. The AIDL argument is non-nullable, so
+/// the generated proxy cannot send one; this writes the parcel by hand (interface token, then
+/// the null marker) as a buggy or hostile client could. Returns the reply's status.
+pub fn load_file_with_null_fd(loader: &Strong<dyn IDmabufLoader>) -> Result<Status> {
+    let binder = loader.as_binder();
+    let remote = binder
+        .as_remote()
+        .context("the loader is not a remote proxy")?;
+    let mut data: Parcel = remote
+        .prepare_transact(true)
+        .map_err(|e| anyhow!("prepare: {e:?}"))?;
+    data.write(&Option::<ParcelFileDescriptor>::None)
+        .map_err(|e| anyhow!("write null fd: {e:?}"))?;
+    // loadFile is the first method of IDmabufLoader.aidl.
+    match remote.submit_transact(FIRST_CALL_TRANSACTION, &data, 0) {
+        Ok(Some(mut reply)) => reply
+            .read::<Status>()
+            .map_err(|e| anyhow!("reply status: {e:?}")),
+        Ok(None) => Err(anyhow!("two-way call got no reply")),
+        // The transaction itself failed: report it as a transport status.
+        Err(code) => Ok(Status::from(code)),
+    }
+}
+
+/// The interface version and hash this suite was built against.
+pub fn compiled_version() -> i32 {
+    idl::VERSION
+}
+pub fn compiled_hash() -> &'static str {
+    idl::HASH
+}

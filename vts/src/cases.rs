@@ -1,0 +1,1194 @@
+//! The test cases. Each takes one instance and asserts exact contents or the exact ErrorCode
+//! documented in aidl/vendor/dmabufloader/ErrorCode.aidl.
+
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use nix::fcntl::OFlag;
+
+use crate::binder::{
+    self, classify, pfd, BinderResult, BufferKind, ChecksumType, ErrorCode, Failure, HeapInfo,
+    IDmabufLoader, ILoadCallback, ILoadTask, IoPath, LoadRequest, LoadResult, ParcelFileDescriptor,
+};
+use crate::os::{self, page_size, round_up_to_page, verify_fd_contents};
+use crate::{Env, Instance};
+
+type Loader = rsbinder::Strong<dyn IDmabufLoader>;
+pub type CaseFn = Arc<dyn Fn(&Instance, &Env) -> Result<()> + Send + Sync>;
+
+/// Longest wait for an async load to end.
+const ASYNC_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long to watch for events after the terminal one.
+const QUIET_PERIOD: Duration = Duration::from_millis(200);
+
+const MIB: u64 = 1 << 20;
+
+/// The three ways to load.
+#[derive(Clone, Copy, Debug)]
+pub enum Api {
+    LoadFile,
+    Load,
+    LoadAsync,
+}
+
+impl Api {
+    const ALL: [Api; 3] = [Api::LoadFile, Api::Load, Api::LoadAsync];
+    fn name(self) -> &'static str {
+        match self {
+            Api::LoadFile => "loadFile",
+            Api::Load => "load",
+            Api::LoadAsync => "loadAsync",
+        }
+    }
+}
+
+/// All cases, by name, in run order.
+pub fn all() -> Vec<(String, CaseFn)> {
+    let mut v: Vec<(String, CaseFn)> = Vec::new();
+    let mut add = |name: String, f: CaseFn| v.push((name, f));
+
+    add(
+        "interface.version".into(),
+        Arc::new(|i, _| interface_version(i)),
+    );
+    add("interface.hash".into(), Arc::new(|i, _| interface_hash(i)));
+    add(
+        "interface.service_info".into(),
+        Arc::new(|i, _| service_info(i)),
+    );
+
+    let p = page_size();
+    let sizes: [(&str, u64); 6] = [
+        ("0", 0),
+        ("1", 1),
+        ("page-1", p - 1),
+        ("page+1", p + 1),
+        ("1MiB+7", MIB + 7),
+        ("64MiB", 64 * MIB),
+    ];
+    for api in Api::ALL {
+        for (label, size) in sizes {
+            add(
+                format!("contents.{}.{label}", api.name()),
+                Arc::new(move |i, e| contents(i, e, api, size)),
+            );
+        }
+    }
+    add("contents.checksum_xxh3".into(), Arc::new(checksum_xxh3));
+
+    for (label, r) in ranges() {
+        add(
+            format!("range.{label}"),
+            Arc::new(move |i, e| range_ok(i, e, r)),
+        );
+    }
+    add(
+        "range.to_eof_loadAsync".into(),
+        Arc::new(range_to_eof_async),
+    );
+    for (label, offset, length) in bad_ranges() {
+        add(
+            format!("range.invalid.{label}"),
+            Arc::new(move |i, e| range_invalid(i, e, offset, length)),
+        );
+    }
+
+    add("heaps.list".into(), Arc::new(|i, _| heaps_list(i)));
+    add("heaps.each_loads_correctly".into(), Arc::new(heaps_each));
+    add(
+        "heaps.read_only_not_writable".into(),
+        Arc::new(heaps_read_only),
+    );
+
+    add("bad_input.pipe".into(), Arc::new(|i, _| bad_pipe(i)));
+    add("bad_input.socket".into(), Arc::new(|i, _| bad_socket(i)));
+    add("bad_input.directory".into(), Arc::new(bad_directory));
+    add("bad_input.o_path_fd".into(), Arc::new(bad_o_path));
+    add("bad_input.write_only_fd".into(), Arc::new(bad_write_only));
+    add(
+        "bad_input.dev_null".into(),
+        Arc::new(|i, _| bad_char_device(i, "/dev/null")),
+    );
+    add(
+        "bad_input.dev_zero".into(),
+        Arc::new(|i, _| bad_char_device(i, "/dev/zero")),
+    );
+    add(
+        "bad_input.range_past_eof".into(),
+        Arc::new(bad_range_past_eof),
+    );
+    add("bad_input.over_size_limit".into(), Arc::new(bad_over_limit));
+    add("bad_input.unknown_heap".into(), Arc::new(bad_unknown_heap));
+    add(
+        "bad_input.unknown_checksum".into(),
+        Arc::new(bad_unknown_checksum),
+    );
+    add("bad_input.null_fd".into(), Arc::new(|i, _| bad_null_fd(i)));
+
+    add("async.progress_monotonic".into(), Arc::new(async_progress));
+    add(
+        "async.cancel_yields_no_buffer".into(),
+        Arc::new(async_cancel),
+    );
+    add(
+        "async.cancel_after_complete".into(),
+        Arc::new(async_cancel_after_complete),
+    );
+    add(
+        "async.error_via_callback".into(),
+        Arc::new(async_error_via_callback),
+    );
+
+    add("concurrency.8_threads".into(), Arc::new(concurrency));
+    add(
+        "endurance.1000_loads_no_fd_growth".into(),
+        Arc::new(endurance),
+    );
+    v
+}
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+
+fn loader(inst: &Instance) -> Result<(Arc<binder::Connection>, Loader)> {
+    let c = inst.connection()?;
+    let l = c.loader.clone();
+    Ok((c, l))
+}
+
+fn open_ro(path: &Path) -> Result<ParcelFileDescriptor> {
+    let f = File::open(path).with_context(|| format!("open {}", path.display()))?;
+    Ok(pfd(f))
+}
+
+fn request(offset: i64, length: i64) -> LoadRequest {
+    LoadRequest {
+        offset,
+        length,
+        ..Default::default()
+    }
+}
+
+fn ec_name(code: i32) -> String {
+    format!("{:?}", ErrorCode(code))
+}
+
+/// The call must fail with ServiceSpecificException(`want`).
+fn expect_code<T: std::fmt::Debug>(
+    res: BinderResult<T>,
+    want: ErrorCode,
+    what: &str,
+) -> Result<()> {
+    match res {
+        Ok(v) => bail!("{what}: succeeded ({v:?}), expected {want:?}"),
+        Err(s) => match classify(&s) {
+            Failure::ServiceSpecific(c, _) if c == want.0 => Ok(()),
+            Failure::ServiceSpecific(c, m) => {
+                bail!(
+                    "{what}: failed with {} ({c}) \"{m}\", expected {want:?} ({})",
+                    ec_name(c),
+                    want.0
+                )
+            }
+            Failure::Other(o) => {
+                bail!("{what}: failed with {o}, expected ServiceSpecific {want:?}")
+            }
+        },
+    }
+}
+
+fn call<T>(res: BinderResult<T>, what: &str) -> Result<T> {
+    res.map_err(|s| match classify(&s) {
+        Failure::ServiceSpecific(c, m) => anyhow!("{what}: {} ({c}): {m}", ec_name(c)),
+        Failure::Other(o) => anyhow!("{what}: {o}"),
+    })
+}
+
+fn heaps(l: &Loader) -> Result<Vec<HeapInfo>> {
+    let h = call(l.getHeaps(), "getHeaps")?;
+    ensure!(!h.is_empty(), "getHeaps returned no heap");
+    Ok(h)
+}
+
+/// Checks a LoadResult's bookkeeping and the buffer's contents against `file[offset..+data]`.
+fn check_result(
+    r: &LoadResult,
+    heap: &HeapInfo,
+    req: &LoadRequest,
+    file: &Path,
+    offset: u64,
+    data: u64,
+) -> Result<()> {
+    let buf = r.buffer.as_ref().context("LoadResult.buffer is null")?;
+    ensure!(
+        r.dataLength == data as i64,
+        "dataLength {} != {data}",
+        r.dataLength
+    );
+    let want_size = round_up_to_page(data);
+    ensure!(
+        r.bufferSize == want_size as i64,
+        "bufferSize {} != {want_size} ({data} rounded up to a page)",
+        r.bufferSize
+    );
+    ensure!(
+        r.heapName == heap.name,
+        "heapName {:?} != requested/default heap {:?}",
+        r.heapName,
+        heap.name
+    );
+    ensure!(
+        r.bufferKind == heap.kind,
+        "bufferKind {:?} != the heap's kind {:?}",
+        r.bufferKind,
+        heap.kind
+    );
+    if data == 0 {
+        ensure!(
+            r.ioPath == IoPath::NONE,
+            "ioPath {:?} for an empty range, expected NONE",
+            r.ioPath
+        );
+    } else {
+        ensure!(
+            r.ioPath != IoPath::NONE,
+            "ioPath NONE although {data} bytes were loaded"
+        );
+    }
+    ensure!(
+        r.allocNanos >= 0 && r.totalNanos >= r.allocNanos,
+        "allocNanos {} / totalNanos {} inconsistent",
+        r.allocNanos,
+        r.totalNanos
+    );
+    ensure!(
+        r.checksumType == req.checksum,
+        "checksumType {:?} != requested {:?}",
+        r.checksumType,
+        req.checksum
+    );
+    let fd_size = os::fd_size(buf.as_fd())?;
+    ensure!(
+        fd_size == want_size,
+        "the buffer fd is {fd_size} bytes, bufferSize says {want_size}"
+    );
+    let exporter = os::dma_buf_exporter(buf.as_fd())?;
+    ensure!(
+        exporter.is_some() == heap.isDmaBuf,
+        "heap {:?} says isDmaBuf={} but the fd's fdinfo exp_name is {exporter:?}",
+        heap.name,
+        heap.isDmaBuf
+    );
+    verify_fd_contents(buf.as_fd(), want_size, file, offset, data)
+        .with_context(|| format!("contents of a buffer from heap {:?}", heap.name))?;
+    if req.checksum == ChecksumType::XXH3_64 {
+        let bytes = os::read_range(file, offset, data)?;
+        let want = xxhash_rust::xxh3::xxh3_64(&bytes) as i64;
+        ensure!(
+            r.checksum == want,
+            "checksum {:#x} != XXH3-64 of the data {:#x}",
+            r.checksum as u64,
+            want as u64
+        );
+    }
+    Ok(())
+}
+
+/// A LoadResult whose buffer is a dup we own (a callback only borrows its argument).
+fn copy_result(r: &LoadResult) -> Result<LoadResult> {
+    Ok(LoadResult {
+        buffer: match &r.buffer {
+            Some(b) => Some(pfd(binder::dup(b)?)),
+            None => None,
+        },
+        dataLength: r.dataLength,
+        bufferSize: r.bufferSize,
+        heapName: r.heapName.clone(),
+        bufferKind: r.bufferKind,
+        ioPath: r.ioPath,
+        ioPathReason: r.ioPathReason.clone(),
+        allocNanos: r.allocNanos,
+        totalNanos: r.totalNanos,
+        checksumType: r.checksumType,
+        checksum: r.checksum,
+    })
+}
+
+/// What an async load told its callback.
+#[derive(Debug)]
+enum Event {
+    Progress(i64, i64),
+    Complete(LoadResult),
+    Error(i32, String),
+    /// The callback could not take over the result (e.g. dup failed).
+    Broken(String),
+}
+
+struct Recorder(Mutex<Sender<Event>>);
+
+impl rsbinder::Interface for Recorder {}
+
+impl Recorder {
+    fn send(&self, e: Event) {
+        let _ = self.0.lock().unwrap_or_else(|e| e.into_inner()).send(e);
+    }
+}
+
+impl ILoadCallback for Recorder {
+    fn onProgress(&self, done: i64, total: i64) -> BinderResult<()> {
+        self.send(Event::Progress(done, total));
+        Ok(())
+    }
+    fn onComplete(&self, r: &LoadResult) -> BinderResult<()> {
+        self.send(match copy_result(r) {
+            Ok(r) => Event::Complete(r),
+            Err(e) => Event::Broken(format!("{e:#}")),
+        });
+        Ok(())
+    }
+    fn onError(&self, code: i32, msg: &str) -> BinderResult<()> {
+        self.send(Event::Error(code, msg.to_string()));
+        Ok(())
+    }
+}
+
+struct AsyncLoad {
+    task: rsbinder::Strong<dyn ILoadTask>,
+    rx: Receiver<Event>,
+}
+
+enum End {
+    Complete(LoadResult),
+    Error(i32, String),
+}
+
+/// The events of one async load: progress reports, then exactly one terminal event, then
+/// silence.
+struct Outcome {
+    progress: Vec<(i64, i64)>,
+    end: End,
+}
+
+fn start_async(l: &Loader, fd: &ParcelFileDescriptor, req: &LoadRequest) -> Result<AsyncLoad> {
+    let (tx, rx) = channel();
+    let cb = binder::new_callback(Recorder(Mutex::new(tx)));
+    let task = call(l.loadAsync(fd, req, &cb), "loadAsync")?;
+    Ok(AsyncLoad { task, rx })
+}
+
+impl AsyncLoad {
+    fn wait(self) -> Result<Outcome> {
+        let deadline = Instant::now() + ASYNC_TIMEOUT;
+        let mut progress = Vec::new();
+        let end = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(Event::Progress(d, t)) => progress.push((d, t)),
+                Ok(Event::Complete(r)) => break End::Complete(r),
+                Ok(Event::Error(c, m)) => break End::Error(c, m),
+                Ok(Event::Broken(m)) => bail!("callback could not keep the result: {m}"),
+                Err(RecvTimeoutError::Timeout) => {
+                    bail!(
+                        "no onComplete/onError within {ASYNC_TIMEOUT:?} ({} progress reports)",
+                        progress.len()
+                    )
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    bail!("the callback was released without onComplete/onError")
+                }
+            }
+        };
+        // Exactly one terminal event and nothing after it.
+        if let Ok(e) = self.rx.recv_timeout(QUIET_PERIOD) {
+            bail!("event after the terminal one: {e:?}");
+        }
+        drop(self.task);
+        Ok(Outcome { progress, end })
+    }
+}
+
+/// Progress must be monotonic, with a constant total equal to `total`, and end at it.
+fn check_progress(p: &[(i64, i64)], total: u64) -> Result<()> {
+    ensure!(
+        !p.is_empty(),
+        "no onProgress at all for a {total}-byte load"
+    );
+    let mut last = 0i64;
+    for (i, &(d, t)) in p.iter().enumerate() {
+        ensure!(
+            t == total as i64,
+            "onProgress #{i}: bytesTotal {t} != {total}"
+        );
+        ensure!(
+            d >= last,
+            "onProgress #{i}: bytesDone went back from {last} to {d}"
+        );
+        ensure!(d <= t, "onProgress #{i}: bytesDone {d} > bytesTotal {t}");
+        last = d;
+    }
+    ensure!(
+        last == total as i64,
+        "last onProgress says {last} of {total} bytes"
+    );
+    Ok(())
+}
+
+/// Loads `file[offset..offset+length]` (length -1 = to EOF) through `api` on the default heap
+/// and checks everything; `data` is the expected number of bytes.
+fn load_and_check(
+    l: &Loader,
+    api: Api,
+    file: &Path,
+    offset: u64,
+    length: i64,
+    data: u64,
+) -> Result<()> {
+    let heap = heaps(l)?.remove(0);
+    let fd = open_ro(file)?;
+    let req = request(offset as i64, length);
+    match api {
+        Api::LoadFile => {
+            ensure!(
+                offset == 0 && length == -1,
+                "loadFile loads whole files only"
+            );
+            let buf = call(l.loadFile(&fd), "loadFile")?;
+            let want = round_up_to_page(data);
+            let size = os::fd_size(buf.as_fd())?;
+            ensure!(
+                size == want,
+                "loadFile buffer is {size} bytes, expected {want} ({data} rounded up to a page)"
+            );
+            let exporter = os::dma_buf_exporter(buf.as_fd())?;
+            ensure!(
+                exporter.is_some() == heap.isDmaBuf,
+                "default heap {:?} isDmaBuf={} but exp_name is {exporter:?}",
+                heap.name,
+                heap.isDmaBuf
+            );
+            verify_fd_contents(buf.as_fd(), want, file, 0, data)
+        }
+        Api::Load => {
+            let r = call(l.load(&fd, &req), "load")?;
+            check_result(&r, &heap, &req, file, offset, data)
+        }
+        Api::LoadAsync => {
+            let out = start_async(l, &fd, &req)?.wait()?;
+            match out.end {
+                End::Complete(r) => {
+                    check_progress(&out.progress, data)?;
+                    check_result(&r, &heap, &req, file, offset, data)
+                }
+                End::Error(c, m) => bail!("loadAsync reported onError {} ({c}): {m}", ec_name(c)),
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// interface
+
+fn interface_version(inst: &Instance) -> Result<()> {
+    let (_c, l) = loader(inst)?;
+    let v = call(l.getInterfaceVersion(), "getInterfaceVersion")?;
+    ensure!(
+        binder::compiled_version() == 1,
+        "this suite was built against version {}",
+        binder::compiled_version()
+    );
+    ensure!(v == 1, "getInterfaceVersion = {v}, expected 1");
+    Ok(())
+}
+
+fn interface_hash(inst: &Instance) -> Result<()> {
+    let (_c, l) = loader(inst)?;
+    let h = call(l.getInterfaceHash(), "getInterfaceHash")?;
+    ensure!(!h.is_empty(), "getInterfaceHash is empty");
+    ensure!(
+        h == binder::compiled_hash(),
+        "getInterfaceHash {h:?} != the hash of the bindings {:?}",
+        binder::compiled_hash()
+    );
+    if let Some(frozen) = option_env!("VTS_FROZEN_AIDL_HASH") {
+        ensure!(
+            h == frozen,
+            "getInterfaceHash {h:?} != frozen aidl_api/vendor.dmabufloader/1/.hash {frozen:?}"
+        );
+    } else {
+        eprintln!("note: no frozen aidl_api/vendor.dmabufloader/1/.hash at build time; compared with the bindings' HASH {h:?}");
+    }
+    Ok(())
+}
+
+fn service_info(inst: &Instance) -> Result<()> {
+    let (_c, l) = loader(inst)?;
+    let si = call(l.getServiceInfo(), "getServiceInfo")?;
+    ensure!(
+        !si.implementation.trim().is_empty(),
+        "ServiceInfo.implementation is empty"
+    );
+    ensure!(
+        si.maxLoadBytes > 0,
+        "ServiceInfo.maxLoadBytes = {}",
+        si.maxLoadBytes
+    );
+    let here = os::kernel_release();
+    ensure!(
+        si.kernelRelease == here,
+        "ServiceInfo.kernelRelease {:?} != uname -r {here:?}",
+        si.kernelRelease
+    );
+    ensure!(
+        !si.ioUringDmabufRegbuf || si.ioUring,
+        "ioUringDmabufRegbuf without ioUring: {si:?}"
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// contents
+
+fn contents(inst: &Instance, env: &Env, api: Api, size: u64) -> Result<()> {
+    let file = env.pattern_file(size, 1)?;
+    let (_c, l) = loader(inst)?;
+    load_and_check(&l, api, &file, 0, -1, size)
+}
+
+fn checksum_xxh3(inst: &Instance, env: &Env) -> Result<()> {
+    let size = MIB + 7;
+    let file = env.pattern_file(size, 1)?;
+    let (_c, l) = loader(inst)?;
+    let heap = heaps(&l)?.remove(0);
+    for (offset, length) in [(0i64, -1i64), (13, 100_000)] {
+        let req = LoadRequest {
+            offset,
+            length,
+            checksum: ChecksumType::XXH3_64,
+            ..Default::default()
+        };
+        let data = if length < 0 {
+            size - offset as u64
+        } else {
+            length as u64
+        };
+        let r = call(l.load(&open_ro(&file)?, &req), "load with XXH3_64")?;
+        check_result(&r, &heap, &req, &file, offset as u64, data)
+            .with_context(|| format!("range {offset}+{length}"))?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// ranges
+
+/// The file the range cases use: 3 pages + 123 bytes.
+fn range_file_size() -> u64 {
+    3 * page_size() + 123
+}
+
+#[derive(Clone, Copy)]
+struct Range {
+    offset: u64,
+    length: i64,
+}
+
+fn ranges() -> Vec<(&'static str, Range)> {
+    let p = page_size();
+    let size = range_file_size();
+    vec![
+        (
+            "whole_explicit_length",
+            Range {
+                offset: 0,
+                length: size as i64,
+            },
+        ),
+        (
+            "unaligned_offset_short",
+            Range {
+                offset: 1,
+                length: 100,
+            },
+        ),
+        (
+            "unaligned_across_page_boundary",
+            Range {
+                offset: p - 3,
+                length: 7,
+            },
+        ),
+        (
+            "unaligned_offset_multi_page",
+            Range {
+                offset: 517,
+                length: (2 * p + 9) as i64,
+            },
+        ),
+        (
+            "aligned_offset_to_eof",
+            Range {
+                offset: p,
+                length: -1,
+            },
+        ),
+        (
+            "unaligned_offset_to_eof",
+            Range {
+                offset: p + 17,
+                length: -1,
+            },
+        ),
+        (
+            "last_byte",
+            Range {
+                offset: size - 1,
+                length: 1,
+            },
+        ),
+        (
+            "last_byte_to_eof",
+            Range {
+                offset: size - 1,
+                length: -1,
+            },
+        ),
+        (
+            "exact_end_explicit",
+            Range {
+                offset: 5,
+                length: (size - 5) as i64,
+            },
+        ),
+    ]
+}
+
+fn range_ok(inst: &Instance, env: &Env, r: Range) -> Result<()> {
+    let size = range_file_size();
+    let file = env.pattern_file(size, 7)?;
+    let data = if r.length < 0 {
+        size - r.offset
+    } else {
+        r.length as u64
+    };
+    let (_c, l) = loader(inst)?;
+    load_and_check(&l, Api::Load, &file, r.offset, r.length, data)
+}
+
+fn range_to_eof_async(inst: &Instance, env: &Env) -> Result<()> {
+    let size = range_file_size();
+    let file = env.pattern_file(size, 7)?;
+    let (_c, l) = loader(inst)?;
+    load_and_check(&l, Api::LoadAsync, &file, 4097, -1, size - 4097)
+}
+
+fn bad_ranges() -> Vec<(&'static str, i64, i64)> {
+    let size = range_file_size() as i64;
+    vec![
+        ("offset_past_eof", size + 1, -1),
+        ("offset_past_eof_with_length", size + 1, 1),
+        ("length_past_eof", 0, size + 1),
+        ("end_past_eof_unaligned", 3, size - 2),
+        ("negative_offset", -1, 10),
+        ("negative_length", 0, -2),
+        ("offset_plus_length_overflows", i64::MAX, 2),
+        ("length_max", 1, i64::MAX),
+    ]
+}
+
+fn range_invalid(inst: &Instance, env: &Env, offset: i64, length: i64) -> Result<()> {
+    let file = env.pattern_file(range_file_size(), 7)?;
+    let (_c, l) = loader(inst)?;
+    let res = l.load(&open_ro(&file)?, &request(offset, length));
+    expect_code(
+        res,
+        ErrorCode::INVALID_RANGE,
+        &format!("load(offset={offset}, length={length})"),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// heaps
+
+fn heaps_list(inst: &Instance) -> Result<()> {
+    let (_c, l) = loader(inst)?;
+    let hs = heaps(&l)?;
+    let mut names: Vec<&str> = hs.iter().map(|h| h.name.as_str()).collect();
+    for h in &hs {
+        ensure!(!h.name.is_empty(), "a heap has an empty name: {h:?}");
+        let want_dmabuf = match h.kind {
+            BufferKind::DMA_HEAP | BufferKind::UDMABUF => true,
+            BufferKind::MEMFD => false,
+            k => bail!("heap {:?} has an unknown BufferKind {k:?}", h.name),
+        };
+        ensure!(
+            h.isDmaBuf == want_dmabuf,
+            "heap {:?}: kind {:?} but isDmaBuf={}",
+            h.name,
+            h.kind,
+            h.isDmaBuf
+        );
+    }
+    names.sort();
+    names.dedup();
+    ensure!(names.len() == hs.len(), "duplicate heap names: {hs:?}");
+    Ok(())
+}
+
+fn heaps_each(inst: &Instance, env: &Env) -> Result<()> {
+    let size = 3 * page_size() + 5;
+    let file = env.pattern_file(size, 11)?;
+    let (_c, l) = loader(inst)?;
+    for h in heaps(&l)? {
+        let req = LoadRequest {
+            heapName: h.name.clone(),
+            ..Default::default()
+        };
+        let r = call(
+            l.load(&open_ro(&file)?, &req),
+            &format!("load on heap {:?}", h.name),
+        )?;
+        check_result(&r, &h, &req, &file, 0, size).with_context(|| format!("heap {:?}", h.name))?;
+        let buf = r.buffer.as_ref().context("no buffer")?;
+        if h.isDmaBuf {
+            // check_result already bracketed its read with SYNC; do it once more on its own.
+            os::dma_buf_begin_cpu_read(buf.as_fd())
+                .with_context(|| format!("heap {:?}", h.name))?;
+            os::dma_buf_end_cpu_read(buf.as_fd()).with_context(|| format!("heap {:?}", h.name))?;
+        }
+        // A writable result maps writable.
+        os::Mapping::new(
+            buf.as_fd(),
+            r.bufferSize as u64,
+            nix::sys::mman::ProtFlags::PROT_READ | nix::sys::mman::ProtFlags::PROT_WRITE,
+        )
+        .map_err(|e| {
+            anyhow!(
+                "heap {:?}: a writable result cannot be mapped PROT_WRITE: {e}",
+                h.name
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn heaps_read_only(inst: &Instance, env: &Env) -> Result<()> {
+    let size = 2 * page_size() + 99;
+    let file = env.pattern_file(size, 12)?;
+    let (_c, l) = loader(inst)?;
+    for h in heaps(&l)? {
+        let what = format!("read-only buffer from heap {:?}", h.name);
+        let req = LoadRequest {
+            heapName: h.name.clone(),
+            readOnly: true,
+            ..Default::default()
+        };
+        let r = call(
+            l.load(&open_ro(&file)?, &req),
+            &format!("load readOnly on heap {:?}", h.name),
+        )?;
+        check_result(&r, &h, &req, &file, 0, size).with_context(|| what.clone())?;
+        let buf = r.buffer.as_ref().context("no buffer")?;
+        let len = r.bufferSize as u64;
+        os::expect_no_writable_mapping(buf.as_fd(), len, &what)?;
+        // A read-only shared mapping cannot be upgraded either.
+        let m = os::Mapping::read_only(buf.as_fd(), len)?;
+        ensure!(
+            m.try_make_writable().is_err(),
+            "{what}: mprotect(PROT_WRITE) of its MAP_SHARED mapping succeeded"
+        );
+        drop(m);
+        // Nor can it be reopened writable through /proc (a plain memfd could be).
+        if let Ok(rw) = os::reopen(buf.as_fd(), OFlag::O_RDWR) {
+            os::expect_no_writable_mapping(
+                rw.as_fd(),
+                len,
+                &format!("{what} reopened O_RDWR via /proc/self/fd"),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// bad inputs
+
+/// `fd` must be refused with `want` by loadFile and by load.
+fn expect_fd_refused(l: &Loader, fd: OwnedFd, want: ErrorCode, what: &str) -> Result<()> {
+    let p = pfd(fd);
+    expect_code(l.loadFile(&p), want, &format!("loadFile({what})"))?;
+    expect_code(
+        l.load(&p, &LoadRequest::default()),
+        want,
+        &format!("load({what})"),
+    )
+}
+
+/// The service must still answer after a bad request.
+fn still_alive(l: &Loader) -> Result<()> {
+    call(l.getServiceInfo(), "getServiceInfo after the bad request").map(drop)
+}
+
+fn bad_pipe(inst: &Instance) -> Result<()> {
+    let (_c, l) = loader(inst)?;
+    let (r, w) = nix::unistd::pipe().context("pipe")?;
+    expect_fd_refused(&l, r, ErrorCode::UNSUPPORTED_FILE_TYPE, "pipe read end")?;
+    drop(w);
+    still_alive(&l)
+}
+
+fn bad_socket(inst: &Instance) -> Result<()> {
+    let (_c, l) = loader(inst)?;
+    let (a, b) = std::os::unix::net::UnixStream::pair().context("socketpair")?;
+    expect_fd_refused(
+        &l,
+        a.into(),
+        ErrorCode::UNSUPPORTED_FILE_TYPE,
+        "unix socket",
+    )?;
+    drop(b);
+    still_alive(&l)
+}
+
+fn bad_directory(inst: &Instance, env: &Env) -> Result<()> {
+    let (_c, l) = loader(inst)?;
+    let fd = os::open_with(env.dir(), OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
+    expect_fd_refused(&l, fd, ErrorCode::UNSUPPORTED_FILE_TYPE, "directory")?;
+    still_alive(&l)
+}
+
+fn bad_o_path(inst: &Instance, env: &Env) -> Result<()> {
+    let (c, l) = loader(inst)?;
+    let file = env.pattern_file(page_size(), 3)?;
+    let fd = os::open_with(&file, OFlag::O_PATH)?;
+    let p = pfd(fd);
+    let kernel = matches!(inst.target, binder::Target::Kernel { .. });
+    for (what, res) in [
+        ("loadFile", l.loadFile(&p).map(drop)),
+        ("load", l.load(&p, &LoadRequest::default()).map(drop)),
+    ] {
+        match res {
+            Err(s) if kernel && matches!(classify(&s), Failure::Other(_)) => {
+                // Kernel binder cannot carry an O_PATH fd at all (binder_translate_fd uses
+                // fget(), which refuses FMODE_PATH): the transaction fails before the service
+                // sees it. That protects the service just as well.
+                eprintln!("note: {what}(O_PATH) refused by the binder driver: {s:?}");
+            }
+            other => expect_code(
+                other,
+                ErrorCode::PATH_ONLY_FD,
+                &format!("{what}(O_PATH fd)"),
+            )?,
+        }
+    }
+    drop(c);
+    still_alive(&l)
+}
+
+fn bad_write_only(inst: &Instance, env: &Env) -> Result<()> {
+    let (_c, l) = loader(inst)?;
+    let path = env.path("write-only.bin");
+    os::write_pattern_file(&path, 3 * page_size(), 4)?;
+    let fd = os::open_with(&path, OFlag::O_WRONLY)?;
+    expect_fd_refused(&l, fd, ErrorCode::NOT_READABLE, "O_WRONLY fd")?;
+    still_alive(&l)
+}
+
+fn bad_char_device(inst: &Instance, dev: &str) -> Result<()> {
+    let (_c, l) = loader(inst)?;
+    let fd = os::open_with(Path::new(dev), OFlag::O_RDONLY)?;
+    expect_fd_refused(&l, fd, ErrorCode::UNSUPPORTED_FILE_TYPE, dev)?;
+    still_alive(&l)
+}
+
+fn bad_range_past_eof(inst: &Instance, env: &Env) -> Result<()> {
+    let size = 10 * page_size();
+    let file = env.pattern_file(size, 5)?;
+    let (_c, l) = loader(inst)?;
+    let fd = open_ro(&file)?;
+    expect_code(
+        l.load(&fd, &request(size as i64 + 1, -1)),
+        ErrorCode::INVALID_RANGE,
+        "offset one past EOF",
+    )?;
+    expect_code(
+        l.load(&fd, &request(page_size() as i64, size as i64)),
+        ErrorCode::INVALID_RANGE,
+        "end one page past EOF",
+    )?;
+    still_alive(&l)
+}
+
+fn bad_over_limit(inst: &Instance, env: &Env) -> Result<()> {
+    let (_c, l) = loader(inst)?;
+    let max = call(l.getServiceInfo(), "getServiceInfo")?.maxLoadBytes;
+    ensure!(max > 0, "maxLoadBytes = {max}");
+    let path = env.path("over-limit.sparse");
+    let size = max as u64 + 1;
+    os::write_sparse_file(&path, size)
+        .with_context(|| format!("sparse file of maxLoadBytes+1 = {size} bytes"))?;
+    let fd = open_ro(&path)?;
+    let r = (|| {
+        expect_code(
+            l.loadFile(&fd),
+            ErrorCode::TOO_LARGE,
+            &format!("loadFile of a {size}-byte file (maxLoadBytes {max})"),
+        )?;
+        expect_code(
+            l.load(&fd, &LoadRequest::default()),
+            ErrorCode::TOO_LARGE,
+            "load of the whole file",
+        )?;
+        expect_code(
+            l.load(&fd, &request(0, size as i64)),
+            ErrorCode::TOO_LARGE,
+            "load(0, maxLoadBytes+1)",
+        )?;
+        // The limit is on the load, not the file: a small range of the big file is fine.
+        let small = call(
+            l.load(&fd, &request(max - 10, 11)),
+            "load of 11 bytes at the end of the big file",
+        )?;
+        ensure!(
+            small.dataLength == 11,
+            "dataLength {} != 11",
+            small.dataLength
+        );
+        let buf = small.buffer.as_ref().context("no buffer")?;
+        verify_fd_contents(
+            buf.as_fd(),
+            small.bufferSize as u64,
+            &path,
+            max as u64 - 10,
+            11,
+        )
+    })();
+    let _ = std::fs::remove_file(&path);
+    r?;
+    still_alive(&l)
+}
+
+fn bad_unknown_heap(inst: &Instance, env: &Env) -> Result<()> {
+    let file = env.pattern_file(page_size(), 3)?;
+    let (_c, l) = loader(inst)?;
+    for name in ["no-such-heap-vts", "../system", "system\0"] {
+        let req = LoadRequest {
+            heapName: name.into(),
+            ..Default::default()
+        };
+        expect_code(
+            l.load(&open_ro(&file)?, &req),
+            ErrorCode::UNKNOWN_HEAP,
+            &format!("heapName {name:?}"),
+        )?;
+    }
+    still_alive(&l)
+}
+
+fn bad_unknown_checksum(inst: &Instance, env: &Env) -> Result<()> {
+    let file = env.pattern_file(page_size(), 3)?;
+    let (_c, l) = loader(inst)?;
+    let req = LoadRequest {
+        checksum: ChecksumType(99),
+        ..Default::default()
+    };
+    expect_code(
+        l.load(&open_ro(&file)?, &req),
+        ErrorCode::INVALID_ARGUMENT,
+        "checksum type 99",
+    )?;
+    still_alive(&l)
+}
+
+/// The AIDL argument is a non-nullable ParcelFileDescriptor, so a correct proxy never sends
+/// null; a hand-written parcel does. The generated stub must reject it before the service
+/// code runs (UNEXPECTED_NULL / BAD_VALUE), or the service must answer BAD_FD; it must never
+/// succeed, and the service must survive.
+fn bad_null_fd(inst: &Instance) -> Result<()> {
+    let (_c, l) = loader(inst)?;
+    let st = binder::load_file_with_null_fd(&l)?;
+    ensure!(!st.is_ok(), "loadFile(null fd) succeeded");
+    match classify(&st) {
+        Failure::ServiceSpecific(c, _) if c == ErrorCode::BAD_FD.0 => {}
+        Failure::ServiceSpecific(c, m) => bail!(
+            "loadFile(null fd): {} ({c}) \"{m}\", expected BAD_FD or a binder-level rejection",
+            ec_name(c)
+        ),
+        Failure::Other(o) => eprintln!("note: loadFile(null fd) rejected by the binder layer: {o}"),
+    }
+    still_alive(&l)
+}
+
+// ---------------------------------------------------------------------------------------------
+// async
+
+fn async_progress(inst: &Instance, env: &Env) -> Result<()> {
+    let size = 64 * MIB + 3;
+    let file = env.pattern_file(size, 21)?;
+    let (_c, l) = loader(inst)?;
+    load_and_check(&l, Api::LoadAsync, &file, 0, -1, size)
+}
+
+fn async_cancel(inst: &Instance, env: &Env) -> Result<()> {
+    let (_c, l) = loader(inst)?;
+    let max = call(l.getServiceInfo(), "getServiceInfo")?.maxLoadBytes as u64;
+    // Big enough that a cancel sent right after loadAsync returns lands mid-load, even on a
+    // fast host; sparse, so creating it costs nothing (the service still has to fill every page).
+    let size = (256 * MIB).min(max);
+    let path = env.path("cancel.sparse");
+    os::write_sparse_file(&path, size)?;
+    let mut landed = 0;
+    let mut completed = 0;
+    let r = (|| {
+        for attempt in 0..5 {
+            let a = start_async(&l, &open_ro(&path)?, &LoadRequest::default())?;
+            call(a.task.cancel(), "cancel")?;
+            // A second cancel does nothing.
+            call(a.task.cancel(), "second cancel")?;
+            let out = a.wait().with_context(|| format!("attempt {attempt}"))?;
+            for w in out.progress.windows(2) {
+                ensure!(w[1].0 >= w[0].0, "progress went back: {:?}", out.progress);
+            }
+            match out.end {
+                End::Error(c, m) => {
+                    ensure!(
+                        c == ErrorCode::CANCELLED.0,
+                        "cancelled load ended with {} ({c}) \"{m}\", expected CANCELLED",
+                        ec_name(c)
+                    );
+                    landed += 1;
+                }
+                End::Complete(r) => {
+                    // The load beat the cancel; legal, but then it must be a whole buffer.
+                    ensure!(
+                        r.dataLength == size as i64,
+                        "a load that beat cancel has dataLength {}",
+                        r.dataLength
+                    );
+                    completed += 1;
+                }
+            }
+            if landed >= 2 {
+                break;
+            }
+        }
+        ensure!(landed > 0, "cancel never landed: {completed} loads of {size} bytes completed although cancel() was called at once");
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&path);
+    r?;
+    still_alive(&l)
+}
+
+fn async_cancel_after_complete(inst: &Instance, env: &Env) -> Result<()> {
+    let size = 5 * page_size() + 1;
+    let file = env.pattern_file(size, 22)?;
+    let (_c, l) = loader(inst)?;
+    let heap = heaps(&l)?.remove(0);
+    let a = start_async(&l, &open_ro(&file)?, &LoadRequest::default())?;
+    // Wait for the end by hand so the task stays usable afterwards.
+    let deadline = Instant::now() + ASYNC_TIMEOUT;
+    let result = loop {
+        match a
+            .rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            Ok(Event::Progress(..)) => {}
+            Ok(Event::Complete(r)) => break r,
+            Ok(e) => bail!("unexpected event {e:?}"),
+            Err(e) => bail!("no completion: {e}"),
+        }
+    };
+    call(a.task.cancel(), "cancel after onComplete")?;
+    if let Ok(e) = a.rx.recv_timeout(QUIET_PERIOD) {
+        bail!("cancel after onComplete produced an event: {e:?}");
+    }
+    check_result(&result, &heap, &LoadRequest::default(), &file, 0, size)
+}
+
+fn async_error_via_callback(inst: &Instance, env: &Env) -> Result<()> {
+    let size = 4 * page_size();
+    let file = env.pattern_file(size, 23)?;
+    let (_c, l) = loader(inst)?;
+    let out = start_async(&l, &open_ro(&file)?, &request(size as i64 + 1, -1))
+        .context("loadAsync must accept the call and report a bad range through the callback")?
+        .wait()?;
+    match out.end {
+        End::Error(c, m) => ensure!(
+            c == ErrorCode::INVALID_RANGE.0,
+            "onError {} ({c}) \"{m}\", expected INVALID_RANGE",
+            ec_name(c)
+        ),
+        End::Complete(r) => bail!("a range past EOF completed: {r:?}"),
+    }
+    still_alive(&l)
+}
+
+// ---------------------------------------------------------------------------------------------
+// concurrency and endurance
+
+fn concurrency(inst: &Instance, env: &Env) -> Result<()> {
+    let (_c, l) = loader(inst)?;
+    let files: Vec<(std::path::PathBuf, u64)> = (0..8u64)
+        .map(|i| {
+            let size = 2 * MIB + i * 4099 + 1;
+            env.pattern_file(size, 100 + i).map(|p| (p, size))
+        })
+        .collect::<Result<_>>()?;
+    let results: Vec<Result<()>> = std::thread::scope(|s| {
+        let handles: Vec<_> = files
+            .iter()
+            .enumerate()
+            .map(|(i, (p, size))| {
+                let l = l.clone();
+                s.spawn(move || {
+                    let api = Api::ALL[i % 3];
+                    (0..3)
+                        .try_for_each(|_| load_and_check(&l, api, p, 0, -1, *size))
+                        .with_context(|| format!("thread {i} ({} of {})", api.name(), p.display()))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("thread panicked"))))
+            .collect()
+    });
+    let errors: Vec<String> = results
+        .into_iter()
+        .filter_map(|r| r.err().map(|e| format!("{e:#}")))
+        .collect();
+    ensure!(
+        errors.is_empty(),
+        "{} of 8 threads failed:\n{}",
+        errors.len(),
+        errors.join("\n")
+    );
+    Ok(())
+}
+
+fn endurance(inst: &Instance, env: &Env) -> Result<()> {
+    let size = 3 * page_size() + 5;
+    let file = env.pattern_file(size, 31)?;
+    let (_c, l) = loader(inst)?;
+    // Warm up every path once so lazily created threads/connections are not counted.
+    for api in Api::ALL {
+        load_and_check(&l, api, &file, 0, -1, size)?;
+    }
+    let before = os::open_fd_count()?;
+    for n in 0..1000 {
+        let api = Api::ALL[n % 3];
+        load_and_check(&l, api, &file, 0, -1, size)
+            .with_context(|| format!("load #{n} ({})", api.name()))?;
+    }
+    let after = os::open_fd_count()?;
+    ensure!(
+        after <= before,
+        "fd count grew from {before} to {after} over 1000 loads"
+    );
+    still_alive(&l)
+}
