@@ -125,6 +125,9 @@ pub fn connect(target: &Target) -> Result<Connection> {
                 // ILoadCallback calls the service makes back to us.
                 o.fd_mode = Some(rsbinder::rpc::FileDescriptorTransportMode::Unix);
                 o.incoming_connections = Some(1);
+                // Calls from several threads run in parallel only over several connections
+                // (the server grants min(this, its thread count)).
+                o.outgoing_connections = Some(16);
                 o.timeout = Some(RPC_TIMEOUT);
             })
             .map_err(|e| anyhow!("cannot open an RPC session on {}: {e:?}", socket.display()))?;
