@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use rsbinder::entry::{WireProfile, WireVersion};
-use rsbinder::{Interface, Parcel, StatusCode, Strong, FIRST_CALL_TRANSACTION};
+use rsbinder::{Parcel, StatusCode, FIRST_CALL_TRANSACTION};
 
 pub use dmabuf_loader_aidl::vendor::dmabufloader::{
     BufferKind::BufferKind,
@@ -26,7 +26,7 @@ pub use dmabuf_loader_aidl::vendor::dmabufloader::{
     LoadResult::LoadResult,
     ServiceInfo::ServiceInfo,
 };
-pub use rsbinder::{BinderResult, ParcelFileDescriptor, Status};
+pub use rsbinder::{BinderResult, Interface, ParcelFileDescriptor, Status, Strong};
 
 /// The interface descriptor; instances are registered as `<DESCRIPTOR>/<instance>`.
 pub const DESCRIPTOR: &str = "vendor.dmabufloader.IDmabufLoader";
@@ -202,10 +202,6 @@ pub fn classify(s: &Status) -> Failure {
 pub fn new_callback<T: ILoadCallback + Sync + Send + 'static>(cb: T) -> Strong<dyn ILoadCallback> {
     BnLoadCallback::new_binder(cb)
 }
-
-/// Marker so callback implementations need not name rsbinder.
-pub trait CallbackBase: Interface {}
-impl<T: Interface> CallbackBase for T {}
 
 /// Calls `loadFile` with a null ParcelFileDescriptor. The AIDL argument is non-nullable, so
 /// the generated proxy cannot send one; this writes the parcel by hand (interface token, then

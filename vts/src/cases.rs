@@ -18,7 +18,7 @@ use crate::binder::{
 use crate::os::{self, page_size, round_up_to_page, verify_fd_contents};
 use crate::{Env, Instance};
 
-type Loader = rsbinder::Strong<dyn IDmabufLoader>;
+type Loader = binder::Strong<dyn IDmabufLoader>;
 pub type CaseFn = Arc<dyn Fn(&Instance, &Env) -> Result<()> + Send + Sync>;
 
 /// Longest wait for an async load to end.
@@ -80,6 +80,10 @@ pub fn all() -> Vec<(String, CaseFn)> {
         }
     }
     add("contents.checksum_xxh3".into(), Arc::new(checksum_xxh3));
+    add(
+        "contents.client_fd_untouched".into(),
+        Arc::new(client_fd_untouched),
+    );
 
     for (label, r) in ranges() {
         add(
@@ -142,6 +146,10 @@ pub fn all() -> Vec<(String, CaseFn)> {
     add(
         "async.error_via_callback".into(),
         Arc::new(async_error_via_callback),
+    );
+    add(
+        "async.file_truncated_during_load".into(),
+        Arc::new(async_truncated),
     );
 
     add("concurrency.8_threads".into(), Arc::new(concurrency));
@@ -376,7 +384,7 @@ enum Event {
 
 struct Recorder(Mutex<Sender<Event>>);
 
-impl rsbinder::Interface for Recorder {}
+impl binder::Interface for Recorder {}
 
 impl Recorder {
     fn send(&self, e: Event) {
@@ -403,7 +411,7 @@ impl ILoadCallback for Recorder {
 }
 
 struct AsyncLoad {
-    task: rsbinder::Strong<dyn ILoadTask>,
+    task: binder::Strong<dyn ILoadTask>,
     rx: Receiver<Event>,
 }
 
@@ -795,6 +803,8 @@ fn heaps_list(inst: &Instance) -> Result<()> {
 fn heaps_each(inst: &Instance, env: &Env) -> Result<()> {
     let size = 3 * page_size() + 5;
     let file = env.pattern_file(size, 11)?;
+    let big_size = 4 * MIB + 7;
+    let big = env.pattern_file(big_size, 13)?;
     let (_c, l) = loader(inst)?;
     for h in heaps(&l)? {
         let req = LoadRequest {
@@ -825,6 +835,24 @@ fn heaps_each(inst: &Instance, env: &Env) -> Result<()> {
                 h.name
             )
         })?;
+        // Bigger, unaligned ranges on every heap: these take the O_DIRECT paths where a heap
+        // has them, with unaligned heads and tails to patch up.
+        for (offset, length) in [(0i64, -1i64), (4097, -1), (511, (MIB + 3) as i64)] {
+            let req = LoadRequest {
+                heapName: h.name.clone(),
+                offset,
+                length,
+                ..Default::default()
+            };
+            let data = if length < 0 {
+                big_size - offset as u64
+            } else {
+                length as u64
+            };
+            let what = format!("heap {:?}, range {offset}+{length}", h.name);
+            let r = call(l.load(&open_ro(&big)?, &req), &what)?;
+            check_result(&r, &h, &req, &big, offset as u64, data).with_context(|| what.clone())?;
+        }
     }
     Ok(())
 }
@@ -1267,5 +1295,89 @@ fn endurance(inst: &Instance, env: &Env) -> Result<()> {
         after <= before,
         "fd count grew from {before} to {after} over 1000 loads"
     );
+    still_alive(&l)
+}
+
+/// The client's fd shares its open file description with the service: a load must leave its
+/// file offset and status flags (no O_DIRECT, no O_NONBLOCK) as they were.
+fn client_fd_untouched(inst: &Instance, env: &Env) -> Result<()> {
+    use std::io::{Seek, SeekFrom};
+    let size = 2 * MIB + 5;
+    let file = env.pattern_file(size, 41)?;
+    let (_c, l) = loader(inst)?;
+    for api in Api::ALL {
+        let mut f = File::open(&file)?;
+        f.seek(SeekFrom::Start(12345))?;
+        let flags_before = nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GETFL)?;
+        let p = pfd(f.try_clone()?);
+        match api {
+            Api::LoadFile => drop(call(l.loadFile(&p), "loadFile")?),
+            Api::Load => drop(call(l.load(&p, &LoadRequest::default()), "load")?),
+            Api::LoadAsync => match start_async(&l, &p, &LoadRequest::default())?.wait()?.end {
+                End::Complete(_) => {}
+                End::Error(c, m) => bail!("loadAsync: {} ({c}): {m}", ec_name(c)),
+            },
+        }
+        drop(p);
+        let pos = f.stream_position()?;
+        ensure!(
+            pos == 12345,
+            "{}: the client's file offset moved from 12345 to {pos}",
+            api.name()
+        );
+        let flags_after = nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GETFL)?;
+        ensure!(
+            flags_after == flags_before,
+            "{}: the client's file status flags changed from {flags_before:#o} to {flags_after:#o}",
+            api.name()
+        );
+    }
+    Ok(())
+}
+
+/// A file truncated while it loads: the load ends with FILE_CHANGED (or, if it won the race,
+/// completes with every byte of the original contents); it never hands out a buffer with
+/// holes where the data was.
+fn async_truncated(inst: &Instance, env: &Env) -> Result<()> {
+    let (_c, l) = loader(inst)?;
+    let max = call(l.getServiceInfo(), "getServiceInfo")?.maxLoadBytes as u64;
+    let size = (128 * MIB).min(max);
+    let original = env.pattern_file(size, 51)?;
+    let heap = heaps(&l)?.remove(0);
+    let path = env.path("truncate-me.bin");
+    let mut changed = 0;
+    let r = (|| {
+        for attempt in 0..3 {
+            std::fs::copy(&original, &path).context("copy the pattern file")?;
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)?;
+            let a = start_async(&l, &pfd(f.try_clone()?), &LoadRequest::default())?;
+            f.set_len(page_size()).context("truncate during the load")?;
+            match a.wait().with_context(|| format!("attempt {attempt}"))?.end {
+                End::Error(c, m) => {
+                    ensure!(
+                        c == ErrorCode::FILE_CHANGED.0,
+                        "truncated mid-load: {} ({c}) \"{m}\", expected FILE_CHANGED",
+                        ec_name(c)
+                    );
+                    changed += 1;
+                    break;
+                }
+                End::Complete(r) => {
+                    // The load beat the truncation: it must hold the original bytes.
+                    check_result(&r, &heap, &LoadRequest::default(), &original, 0, size)
+                        .context("a load that completed before the truncation")?;
+                }
+            }
+        }
+        if changed == 0 {
+            eprintln!("note: every load beat the truncation; FILE_CHANGED not exercised");
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&path);
+    r?;
     still_alive(&l)
 }
