@@ -1,0 +1,255 @@
+//! Service limits and policy: command-line flags, optionally on top of a TOML file.
+//!
+//! ```toml
+//! # /vendor/etc/dmabuf-loader.toml (every key optional)
+//! max_load_bytes = "4G"          # largest single load (TOO_LARGE above it)
+//! max_bytes_in_flight = "8G"     # buffers being filled at once, all clients (BUSY above it)
+//! max_concurrent_loads = 4       # loads running at once, all clients (BUSY above it)
+//! allowed_heaps = ["system", "udmabuf"]   # UNKNOWN_HEAP for any other
+//! allowed_uids = [1047, 1000]    # PERMISSION_DENIED for any other caller
+//! load_timeout_ms = 60000        # TIMED_OUT past it
+//! ```
+//! A flag given on the command line wins over the same key in the file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+/// Resolved limits and policy of a running service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// Largest single load accepted.
+    pub max_load_bytes: u64,
+    /// Sum of the buffer sizes of the loads running at once, across all clients.
+    pub max_bytes_in_flight: u64,
+    /// Loads running at once, across all clients (sync and async).
+    pub max_concurrent_loads: u32,
+    /// Heaps callers may name; `None` = every heap the engine found.
+    pub allowed_heaps: Option<Vec<String>>,
+    /// Callers (binder calling uid) allowed to use the service; `None` = everyone the
+    /// transport lets in (SELinux on Android, socket permissions on a host).
+    pub allowed_uids: Option<Vec<u32>>,
+    /// Deadline of one load, from the moment it starts running.
+    pub load_timeout: Option<Duration>,
+}
+
+impl ServiceConfig {
+    /// Defaults for this machine: at most half of the RAM being loaded at any time, one load
+    /// at most that big, four loads at once.
+    pub fn defaults() -> Self {
+        let half_ram = mem_total_bytes().map(|m| m / 2).unwrap_or(4 << 30);
+        ServiceConfig {
+            max_load_bytes: half_ram,
+            max_bytes_in_flight: half_ram,
+            max_concurrent_loads: 4,
+            allowed_heaps: None,
+            allowed_uids: None,
+            load_timeout: None,
+        }
+    }
+
+    /// Checks the limits make sense together.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_concurrent_loads == 0 {
+            bail!("max_concurrent_loads must be at least 1");
+        }
+        if self.max_load_bytes == 0 {
+            bail!("max_load_bytes must be at least 1");
+        }
+        if self.max_load_bytes > self.max_bytes_in_flight {
+            bail!(
+                "max_load_bytes ({}) exceeds max_bytes_in_flight ({}): such a load could never \
+                 be admitted",
+                self.max_load_bytes,
+                self.max_bytes_in_flight
+            );
+        }
+        if self.allowed_heaps.as_ref().is_some_and(|h| h.is_empty()) {
+            bail!("allowed_heaps is empty: no load could succeed");
+        }
+        if self.allowed_uids.as_ref().is_some_and(|u| u.is_empty()) {
+            bail!("allowed_uids is empty: no caller could use the service");
+        }
+        Ok(())
+    }
+}
+
+/// The same keys as the file, all optional: flags and file are merged key by key.
+#[derive(Clone, Debug, Default, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigOverrides {
+    /// Largest single load, in bytes (suffixes K, M, G, KiB... accepted).
+    #[arg(long, value_parser = parse_bytes)]
+    #[serde(default, deserialize_with = "de_bytes")]
+    pub max_load_bytes: Option<u64>,
+    /// Bytes being loaded at once across all clients; a load over it gets BUSY.
+    #[arg(long, value_parser = parse_bytes)]
+    #[serde(default, deserialize_with = "de_bytes")]
+    pub max_bytes_in_flight: Option<u64>,
+    /// Loads running at once across all clients; one more gets BUSY.
+    #[arg(long)]
+    pub max_concurrent_loads: Option<u32>,
+    /// Comma-separated heaps callers may use (default: all found).
+    #[arg(long, value_delimiter = ',')]
+    pub allowed_heaps: Option<Vec<String>>,
+    /// Comma-separated caller uids allowed (default: any caller).
+    #[arg(long, value_delimiter = ',')]
+    pub allowed_uids: Option<Vec<u32>>,
+    /// Deadline of one load in milliseconds; past it the load fails with TIMED_OUT.
+    #[arg(long)]
+    pub load_timeout_ms: Option<u64>,
+}
+
+impl ConfigOverrides {
+    /// Parses a TOML config file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+    }
+
+    /// `self` where set, else `under`.
+    pub fn over(self, under: ConfigOverrides) -> ConfigOverrides {
+        ConfigOverrides {
+            max_load_bytes: self.max_load_bytes.or(under.max_load_bytes),
+            max_bytes_in_flight: self.max_bytes_in_flight.or(under.max_bytes_in_flight),
+            max_concurrent_loads: self.max_concurrent_loads.or(under.max_concurrent_loads),
+            allowed_heaps: self.allowed_heaps.or(under.allowed_heaps),
+            allowed_uids: self.allowed_uids.or(under.allowed_uids),
+            load_timeout_ms: self.load_timeout_ms.or(under.load_timeout_ms),
+        }
+    }
+
+    /// Applies the set keys to the defaults and validates the result. If only
+    /// `max_load_bytes` is raised, the in-flight budget follows it (and vice versa for a
+    /// lowered budget), so a single flag never produces a contradiction.
+    pub fn resolve(self) -> Result<ServiceConfig> {
+        let d = ServiceConfig::defaults();
+        let (max_load_bytes, max_bytes_in_flight) =
+            match (self.max_load_bytes, self.max_bytes_in_flight) {
+                (Some(l), Some(f)) => (l, f),
+                (Some(l), None) => (l, d.max_bytes_in_flight.max(l)),
+                (None, Some(f)) => (d.max_load_bytes.min(f), f),
+                (None, None) => (d.max_load_bytes, d.max_bytes_in_flight),
+            };
+        let c = ServiceConfig {
+            max_load_bytes,
+            max_bytes_in_flight,
+            max_concurrent_loads: self.max_concurrent_loads.unwrap_or(d.max_concurrent_loads),
+            allowed_heaps: self.allowed_heaps,
+            allowed_uids: self.allowed_uids,
+            load_timeout: self.load_timeout_ms.map(Duration::from_millis),
+        };
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// Flags + optional file -> resolved config.
+pub fn load(flags: ConfigOverrides, file: Option<&PathBuf>) -> Result<ServiceConfig> {
+    let from_file = match file {
+        Some(p) => ConfigOverrides::from_file(p)?,
+        None => ConfigOverrides::default(),
+    };
+    flags.over(from_file).resolve()
+}
+
+/// "4G", "512MiB", "4096" -> bytes.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    parse_size::Config::new()
+        .with_binary()
+        .parse_size(s)
+        .map_err(|e| format!("{s:?} is not a size ({e}); use e.g. 4096, 64M, 2G"))
+}
+
+fn de_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Int(u64),
+        Text(String),
+    }
+    match Option::<Size>::deserialize(d)? {
+        None => Ok(None),
+        Some(Size::Int(n)) => Ok(Some(n)),
+        Some(Size::Text(t)) => parse_bytes(&t).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+fn mem_total_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_suffixes() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("64M"), Ok(64 << 20));
+        assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
+        assert!(parse_bytes("lots").is_err());
+    }
+
+    #[test]
+    fn file_keys_parse_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "max_load_bytes = \"1G\"\nmax_bytes_in_flight = 3221225472\n\
+             max_concurrent_loads = 2\nallowed_heaps = [\"memfd\"]\nallowed_uids = [0, 1000]\n\
+             load_timeout_ms = 500\n",
+        )
+        .unwrap();
+        let flags = ConfigOverrides {
+            max_concurrent_loads: Some(7),
+            ..Default::default()
+        };
+        let c = load(flags, Some(&p)).unwrap();
+        assert_eq!(c.max_load_bytes, 1 << 30);
+        assert_eq!(c.max_bytes_in_flight, 3 << 30);
+        assert_eq!(c.max_concurrent_loads, 7);
+        assert_eq!(c.allowed_heaps, Some(vec!["memfd".to_string()]));
+        assert_eq!(c.allowed_uids, Some(vec![0, 1000]));
+        assert_eq!(c.load_timeout, Some(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn unknown_keys_and_contradictions_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "max_loads = 3\n").unwrap();
+        let err = load(ConfigOverrides::default(), Some(&p)).unwrap_err();
+        assert!(format!("{err:#}").contains("max_loads"), "{err:#}");
+
+        let bad = ConfigOverrides {
+            max_load_bytes: Some(2 << 30),
+            max_bytes_in_flight: Some(1 << 30),
+            ..Default::default()
+        };
+        assert!(bad.resolve().is_err());
+        let zero = ConfigOverrides {
+            max_concurrent_loads: Some(0),
+            ..Default::default()
+        };
+        assert!(zero.resolve().is_err());
+        // One flag alone never contradicts the defaults.
+        let big = ConfigOverrides {
+            max_load_bytes: Some(1 << 50),
+            ..Default::default()
+        };
+        assert_eq!(big.resolve().unwrap().max_bytes_in_flight, 1 << 50);
+        let small = ConfigOverrides {
+            max_bytes_in_flight: Some(4096),
+            ..Default::default()
+        };
+        assert_eq!(small.resolve().unwrap().max_load_bytes, 4096);
+    }
+}

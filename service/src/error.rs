@@ -1,0 +1,151 @@
+//! The one place that maps engine and service failures to binder statuses.
+//!
+//! Every failure a caller can act on becomes a ServiceSpecificException whose code is an AIDL
+//! `ErrorCode` value (one per `ErrorKind` of the core engine, 1:1) and whose message is the
+//! error's context chain. Nothing else in the service builds a `Status`.
+
+use dmabuf_loader::{ErrorKind, LoadError};
+
+use crate::compat::aidl::ErrorCode::ErrorCode;
+use crate::compat::{service_specific, Status};
+
+/// The AIDL code for an engine error kind.
+pub fn error_code(kind: ErrorKind) -> ErrorCode {
+    match kind {
+        ErrorKind::BadFd => ErrorCode::BAD_FD,
+        ErrorKind::PathOnlyFd => ErrorCode::PATH_ONLY_FD,
+        ErrorKind::NotReadable => ErrorCode::NOT_READABLE,
+        ErrorKind::UnsupportedFileType => ErrorCode::UNSUPPORTED_FILE_TYPE,
+        ErrorKind::InvalidRange => ErrorCode::INVALID_RANGE,
+        ErrorKind::TooLarge => ErrorCode::TOO_LARGE,
+        ErrorKind::UnknownHeap => ErrorCode::UNKNOWN_HEAP,
+        ErrorKind::AllocationFailed => ErrorCode::ALLOCATION_FAILED,
+        ErrorKind::Io => ErrorCode::IO_ERROR,
+        ErrorKind::FileChanged => ErrorCode::FILE_CHANGED,
+        ErrorKind::Cancelled => ErrorCode::CANCELLED,
+        ErrorKind::TimedOut => ErrorCode::TIMED_OUT,
+        ErrorKind::Busy => ErrorCode::BUSY,
+        ErrorKind::PermissionDenied => ErrorCode::PERMISSION_DENIED,
+        ErrorKind::InvalidArgument => ErrorCode::INVALID_ARGUMENT,
+        ErrorKind::Internal => ErrorCode::INTERNAL,
+    }
+}
+
+/// The engine error kind for an AIDL code (`None` for a code this build does not know).
+pub fn error_kind(code: i32) -> Option<ErrorKind> {
+    ALL_KINDS.iter().copied().find(|k| error_code(*k).0 == code)
+}
+
+/// Every engine error kind, in AIDL code order.
+pub const ALL_KINDS: [ErrorKind; 16] = [
+    ErrorKind::BadFd,
+    ErrorKind::PathOnlyFd,
+    ErrorKind::NotReadable,
+    ErrorKind::UnsupportedFileType,
+    ErrorKind::InvalidRange,
+    ErrorKind::TooLarge,
+    ErrorKind::UnknownHeap,
+    ErrorKind::AllocationFailed,
+    ErrorKind::Io,
+    ErrorKind::FileChanged,
+    ErrorKind::Cancelled,
+    ErrorKind::TimedOut,
+    ErrorKind::Busy,
+    ErrorKind::PermissionDenied,
+    ErrorKind::InvalidArgument,
+    ErrorKind::Internal,
+];
+
+/// AIDL names of the codes 1..=16 (the generated enum's `Debug` prints only the number).
+const CODE_NAMES: [&str; 16] = [
+    "BAD_FD",
+    "PATH_ONLY_FD",
+    "NOT_READABLE",
+    "UNSUPPORTED_FILE_TYPE",
+    "INVALID_RANGE",
+    "TOO_LARGE",
+    "UNKNOWN_HEAP",
+    "ALLOCATION_FAILED",
+    "IO_ERROR",
+    "FILE_CHANGED",
+    "CANCELLED",
+    "TIMED_OUT",
+    "BUSY",
+    "PERMISSION_DENIED",
+    "INVALID_ARGUMENT",
+    "INTERNAL",
+];
+
+/// The AIDL name of a code ("TOO_LARGE"), or "UNKNOWN(<n>)".
+pub fn error_code_name(code: i32) -> String {
+    match usize::try_from(code).ok().and_then(|c| c.checked_sub(1)) {
+        Some(i) if i < CODE_NAMES.len() => CODE_NAMES[i].to_string(),
+        _ => format!("UNKNOWN({code})"),
+    }
+}
+
+/// The message sent with a failure: the whole context chain, on one line.
+pub fn error_message(err: &LoadError) -> String {
+    format!("{:#}", err.source)
+}
+
+/// The binder status for a failed load. Logged here, once, with the caller's view of it.
+pub fn to_status(err: &LoadError) -> Status {
+    let code = error_code(err.kind);
+    let name = error_code_name(code.0);
+    let message = error_message(err);
+    match err.kind {
+        ErrorKind::Internal | ErrorKind::Io | ErrorKind::AllocationFailed => {
+            log::warn!("load failed: {name}: {message}")
+        }
+        _ => log::info!("load refused: {name}: {message}"),
+    }
+    service_specific(code.0, &message)
+}
+
+/// Result of a service-side step, converted to a binder result at the AIDL boundary.
+pub trait OrBinderStatus<T> {
+    fn or_status(self) -> Result<T, Status>;
+}
+
+impl<T> OrBinderStatus<T> for Result<T, LoadError> {
+    fn or_status(self) -> Result<T, Status> {
+        self.map_err(|e| to_status(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_a_distinct_code_matching_the_aidl_order() {
+        let codes: Vec<i32> = ALL_KINDS.iter().map(|k| error_code(*k).0).collect();
+        assert_eq!(codes, (1..=16).collect::<Vec<_>>());
+        for k in ALL_KINDS {
+            assert_eq!(error_kind(error_code(k).0), Some(k));
+        }
+        assert_eq!(error_kind(0), None);
+        assert_eq!(error_kind(17), None);
+        assert_eq!(error_code_name(6), "TOO_LARGE");
+        assert_eq!(error_code_name(1), "BAD_FD");
+        assert_eq!(error_code_name(16), "INTERNAL");
+        assert_eq!(error_code_name(0), "UNKNOWN(0)");
+        assert_eq!(error_code_name(99), "UNKNOWN(99)");
+    }
+
+    #[test]
+    fn status_carries_code_and_context_chain() {
+        let err = LoadError::new(
+            ErrorKind::InvalidRange,
+            anyhow::anyhow!("offset 10 beyond end 5").context("checking the range"),
+        );
+        let status = to_status(&err);
+        assert_eq!(crate::compat::service_specific_code(&status), Some(5));
+        let msg = crate::compat::status_message(&status);
+        assert!(
+            msg.contains("checking the range") && msg.contains("offset 10"),
+            "{msg}"
+        );
+    }
+}

@@ -1,0 +1,229 @@
+//! The `IDmabufLoader` implementation.
+//!
+//! Every method: check the caller, convert the request, let the engine validate the fd
+//! (cheap, no allocation), admit the load against the shared budget, then run it. Failures
+//! before the load starts are thrown as ServiceSpecificExceptions from the call itself (also
+//! for `loadAsync`); failures after an async load started arrive at `ILoadCallback.onError`.
+
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use dmabuf_loader::{ErrorKind, LoadControl, LoadError, Loader};
+
+use crate::admission::Admission;
+use crate::compat::aidl::HeapInfo::HeapInfo;
+use crate::compat::aidl::IDmabufLoader::{BnDmabufLoader, IDmabufLoader};
+use crate::compat::aidl::ILoadCallback::ILoadCallback;
+use crate::compat::aidl::ILoadTask::ILoadTask;
+use crate::compat::aidl::LoadRequest::LoadRequest;
+use crate::compat::aidl::LoadResult::LoadResult;
+use crate::compat::aidl::ServiceInfo::ServiceInfo;
+use crate::compat::{self, borrow_pfd, BinderResult, Interface, ParcelFileDescriptor, Strong};
+use crate::config::ServiceConfig;
+use crate::convert::{heap_to_aidl, request_from_aidl, result_to_aidl};
+use crate::error::OrBinderStatus;
+use crate::task::{self, AsyncLoad, TaskRegistry};
+
+/// The service state shared by every binder thread.
+pub struct DmabufLoaderService {
+    loader: Arc<Loader>,
+    config: ServiceConfig,
+    admission: Arc<Admission>,
+    tasks: Arc<TaskRegistry>,
+    /// Transport description for `getServiceInfo`, e.g. "unix socket /run/x.sock".
+    transport: String,
+}
+
+/// Handle kept by `main` to shut the service down cleanly.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    admission: Arc<Admission>,
+    tasks: Arc<TaskRegistry>,
+}
+
+impl ShutdownHandle {
+    /// Refuses new loads, cancels running ones and waits up to `timeout` for them to unwind.
+    /// Returns true if every load ended in time.
+    pub fn shutdown(&self, timeout: Duration) -> bool {
+        let n = self.tasks.cancel_all();
+        log::info!("shutting down: cancelled {n} running load(s)");
+        self.admission.wait_idle(timeout)
+    }
+}
+
+impl DmabufLoaderService {
+    /// Probes the machine (heaps, kernel features) through the engine.
+    pub fn new(config: ServiceConfig, transport: String) -> anyhow::Result<Self> {
+        let engine_config = dmabuf_loader::Config {
+            max_load_bytes: config.max_load_bytes,
+            allowed_heaps: config.allowed_heaps.clone(),
+            ..Default::default()
+        };
+        let loader = Loader::new(engine_config).context("starting the loader engine")?;
+        let heaps: Vec<_> = loader
+            .heaps()
+            .iter()
+            .map(|h| format!("{}({:?})", h.name, h.kind))
+            .collect();
+        log::info!(
+            "engine ready: heaps [{}], io_uring {}, config {:?}",
+            heaps.join(", "),
+            loader.capabilities().io_uring,
+            config
+        );
+        Ok(DmabufLoaderService {
+            loader: Arc::new(loader),
+            admission: Admission::new(config.max_bytes_in_flight, config.max_concurrent_loads),
+            tasks: TaskRegistry::new(),
+            config,
+            transport,
+        })
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            admission: Arc::clone(&self.admission),
+            tasks: Arc::clone(&self.tasks),
+        }
+    }
+
+    /// The binder object to publish.
+    pub fn into_binder(self) -> Strong<dyn IDmabufLoader> {
+        crate::new_binder!(BnDmabufLoader, self)
+    }
+
+    fn check_caller(&self) -> Result<u32, LoadError> {
+        let uid = compat::calling_uid();
+        match &self.config.allowed_uids {
+            Some(allowed) if !allowed.contains(&uid) => Err(LoadError::msg(
+                ErrorKind::PermissionDenied,
+                format!("uid {uid} is not allowed to use this service (allowed_uids)"),
+            )),
+            _ => Ok(uid),
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.config.load_timeout.map(|t| Instant::now() + t)
+    }
+
+    /// A synchronous load on the calling binder thread.
+    fn load_sync(
+        &self,
+        fd: &ParcelFileDescriptor,
+        req: &dmabuf_loader::LoadRequest,
+    ) -> Result<dmabuf_loader::Loaded, LoadError> {
+        let uid = self.check_caller()?;
+        let prepared = self.loader.prepare(borrow_pfd(fd), req)?;
+        let permit = self.admission.try_admit(prepared.buffer_size())?;
+        let entry = self.tasks.register()?;
+        let what = describe(uid, fd, &prepared);
+        let ctl = LoadControl {
+            cancel: entry.cancel.clone(),
+            deadline: self.deadline(),
+            progress: None,
+        };
+        let loaded = self.loader.run(prepared, &ctl)?;
+        log::info!(
+            "load {}: {what}: {} bytes via {:?} in {:.1} ms ({:.0} MiB/s)",
+            entry.id,
+            loaded.data_len,
+            loaded.io_path,
+            loaded.total_time.as_secs_f64() * 1e3,
+            loaded.data_len as f64 / (1 << 20) as f64 / loaded.total_time.as_secs_f64().max(1e-9)
+        );
+        drop(permit);
+        Ok(loaded)
+    }
+}
+
+/// "uid 1000 /data/x.bin [0, +4096) -> system" for logs.
+fn describe(uid: u32, fd: &ParcelFileDescriptor, p: &dmabuf_loader::Prepared) -> String {
+    let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "<unnamed fd>".into());
+    format!(
+        "uid {uid} {path} ({} bytes) -> heap {}",
+        p.data_len(),
+        p.heap().name
+    )
+}
+
+impl Interface for DmabufLoaderService {}
+
+impl IDmabufLoader for DmabufLoaderService {
+    fn loadFile(&self, fd: &ParcelFileDescriptor) -> BinderResult<ParcelFileDescriptor> {
+        let loaded = self
+            .load_sync(fd, &dmabuf_loader::LoadRequest::default())
+            .or_status()?;
+        Ok(ParcelFileDescriptor::new(loaded.fd))
+    }
+
+    fn load(&self, fd: &ParcelFileDescriptor, request: &LoadRequest) -> BinderResult<LoadResult> {
+        let req = request_from_aidl(request).or_status()?;
+        self.load_sync(fd, &req).map(result_to_aidl).or_status()
+    }
+
+    fn loadAsync(
+        &self,
+        fd: &ParcelFileDescriptor,
+        request: &LoadRequest,
+        callback: &Strong<dyn ILoadCallback>,
+    ) -> BinderResult<Strong<dyn ILoadTask>> {
+        let start = || -> Result<Strong<dyn ILoadTask>, LoadError> {
+            let uid = self.check_caller()?;
+            let req = request_from_aidl(request)?;
+            let prepared = self.loader.prepare(borrow_pfd(fd), &req)?;
+            let permit = self.admission.try_admit(prepared.buffer_size())?;
+            let entry = self.tasks.register()?;
+            let what = describe(uid, fd, &prepared);
+            task::spawn(AsyncLoad {
+                loader: Arc::clone(&self.loader),
+                prepared,
+                permit,
+                entry,
+                deadline: self.deadline(),
+                callback: callback.clone(),
+                what,
+            })
+        };
+        start().or_status()
+    }
+
+    fn getHeaps(&self) -> BinderResult<Vec<HeapInfo>> {
+        self.check_caller().or_status()?;
+        let allowed = |name: &str| {
+            self.config
+                .allowed_heaps
+                .as_ref()
+                .is_none_or(|a| a.iter().any(|h| h == name))
+        };
+        Ok(self
+            .loader
+            .heaps()
+            .iter()
+            .filter(|h| allowed(&h.name))
+            .map(heap_to_aidl)
+            .collect())
+    }
+
+    fn getServiceInfo(&self) -> BinderResult<ServiceInfo> {
+        self.check_caller().or_status()?;
+        let caps = self.loader.capabilities();
+        Ok(ServiceInfo {
+            implementation: format!(
+                "dmabuf-loader {} ({}, {})",
+                env!("CARGO_PKG_VERSION"),
+                compat::BINDER_CRATE,
+                self.transport
+            ),
+            kernelRelease: caps.kernel_release.clone(),
+            ioUring: caps.io_uring,
+            ioUringDmabufRegbuf: caps.io_uring_dmabuf_regbuf,
+            cachestat: caps.cachestat,
+            maxLoadBytes: i64::try_from(self.config.max_load_bytes).unwrap_or(i64::MAX),
+        })
+    }
+}
