@@ -6,6 +6,7 @@
 //! read loop, `sys/` every `unsafe` line.
 
 pub mod api;
+pub mod bench;
 pub mod buffer;
 pub mod engine;
 mod loader;

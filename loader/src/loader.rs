@@ -50,7 +50,7 @@ fn page_size() -> u64 {
 }
 
 /// Buffer size for `len` data bytes: page-rounded, at least one page.
-pub(crate) fn buffer_size_for(len: u64) -> u64 {
+pub fn buffer_size_for(len: u64) -> u64 {
     let page = page_size();
     len.div_ceil(page).max(1) * page
 }
