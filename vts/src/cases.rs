@@ -325,19 +325,19 @@ fn check_result(
         r.checksumType,
         req.checksum
     );
-    let fd_size = os::fd_size(buf.as_fd())?;
+    let fd_size = os::fd_size(binder::fd(buf))?;
     ensure!(
         fd_size == want_size,
         "the buffer fd is {fd_size} bytes, bufferSize says {want_size}"
     );
-    let exporter = os::dma_buf_exporter(buf.as_fd())?;
+    let exporter = os::dma_buf_exporter(binder::fd(buf))?;
     ensure!(
         exporter.is_some() == heap.isDmaBuf,
         "heap {:?} says isDmaBuf={} but the fd's fdinfo exp_name is {exporter:?}",
         heap.name,
         heap.isDmaBuf
     );
-    verify_fd_contents(buf.as_fd(), want_size, file, offset, data)
+    verify_fd_contents(binder::fd(buf), want_size, file, offset, data)
         .with_context(|| format!("contents of a buffer from heap {:?}", heap.name))?;
     if req.checksum == ChecksumType::XXH3_64 {
         let bytes = os::read_range(file, offset, data)?;
@@ -515,21 +515,21 @@ fn load_and_check(
                 "loadFile loads whole files only"
             );
             let buf = call(l.loadFile(&fd), "loadFile")?;
-            let size = os::fd_size(buf.as_fd())?;
+            let size = os::fd_size(binder::fd(&buf))?;
             let want = size;
             ensure!(
                 buffer_size_ok(data, size),
                 "loadFile buffer is {size} bytes, expected {} ({data} rounded up to a page)",
                 round_up_to_page(data)
             );
-            let exporter = os::dma_buf_exporter(buf.as_fd())?;
+            let exporter = os::dma_buf_exporter(binder::fd(&buf))?;
             ensure!(
                 exporter.is_some() == heap.isDmaBuf,
                 "default heap {:?} isDmaBuf={} but exp_name is {exporter:?}",
                 heap.name,
                 heap.isDmaBuf
             );
-            verify_fd_contents(buf.as_fd(), want, file, 0, data)
+            verify_fd_contents(binder::fd(&buf), want, file, 0, data)
         }
         Api::Load => {
             let r = call(l.load(&fd, &req), "load")?;
@@ -819,13 +819,14 @@ fn heaps_each(inst: &Instance, env: &Env) -> Result<()> {
         let buf = r.buffer.as_ref().context("no buffer")?;
         if h.isDmaBuf {
             // check_result already bracketed its read with SYNC; do it once more on its own.
-            os::dma_buf_begin_cpu_read(buf.as_fd())
+            os::dma_buf_begin_cpu_read(binder::fd(buf))
                 .with_context(|| format!("heap {:?}", h.name))?;
-            os::dma_buf_end_cpu_read(buf.as_fd()).with_context(|| format!("heap {:?}", h.name))?;
+            os::dma_buf_end_cpu_read(binder::fd(buf))
+                .with_context(|| format!("heap {:?}", h.name))?;
         }
         // A writable result maps writable.
         os::Mapping::new(
-            buf.as_fd(),
+            binder::fd(buf),
             r.bufferSize as u64,
             nix::sys::mman::ProtFlags::PROT_READ | nix::sys::mman::ProtFlags::PROT_WRITE,
         )
@@ -875,16 +876,16 @@ fn heaps_read_only(inst: &Instance, env: &Env) -> Result<()> {
         check_result(&r, &h, &req, &file, 0, size).with_context(|| what.clone())?;
         let buf = r.buffer.as_ref().context("no buffer")?;
         let len = r.bufferSize as u64;
-        os::expect_no_writable_mapping(buf.as_fd(), len, &what)?;
+        os::expect_no_writable_mapping(binder::fd(buf), len, &what)?;
         // A read-only shared mapping cannot be upgraded either.
-        let m = os::Mapping::read_only(buf.as_fd(), len)?;
+        let m = os::Mapping::read_only(binder::fd(buf), len)?;
         ensure!(
             m.try_make_writable().is_err(),
             "{what}: mprotect(PROT_WRITE) of its MAP_SHARED mapping succeeded"
         );
         drop(m);
         // Nor can it be reopened writable through /proc (a plain memfd could be).
-        if let Ok(rw) = os::reopen(buf.as_fd(), OFlag::O_RDWR) {
+        if let Ok(rw) = os::reopen(binder::fd(buf), OFlag::O_RDWR) {
             os::expect_no_writable_mapping(
                 rw.as_fd(),
                 len,
@@ -1041,7 +1042,7 @@ fn bad_over_limit(inst: &Instance, env: &Env) -> Result<()> {
         );
         let buf = small.buffer.as_ref().context("no buffer")?;
         verify_fd_contents(
-            buf.as_fd(),
+            binder::fd(buf),
             small.bufferSize as u64,
             &path,
             max as u64 - 10,
