@@ -1192,20 +1192,44 @@ fn async_cancel_after_complete(inst: &Instance, env: &Env) -> Result<()> {
     check_result(&result, &heap, &LoadRequest::default(), &file, 0, size)
 }
 
+/// A request that cannot start (range past EOF) through loadAsync. The frozen AIDL allows two
+/// shapes: loadAsync itself throws (no load started, so the callback must then hear nothing),
+/// or it returns a task and the callback gets exactly one onError. Either way the code is
+/// INVALID_RANGE and no buffer is handed out. (A load that fails after it started always
+/// reports through the callback: see async.cancel_yields_no_buffer and
+/// async.file_truncated_during_load.)
 fn async_error_via_callback(inst: &Instance, env: &Env) -> Result<()> {
     let size = 4 * page_size();
     let file = env.pattern_file(size, 23)?;
     let (_c, l) = loader(inst)?;
-    let out = start_async(&l, &open_ro(&file)?, &request(size as i64 + 1, -1))
-        .context("loadAsync must accept the call and report a bad range through the callback")?
-        .wait()?;
-    match out.end {
-        End::Error(c, m) => ensure!(
-            c == ErrorCode::INVALID_RANGE.0,
-            "onError {} ({c}) \"{m}\", expected INVALID_RANGE",
-            ec_name(c)
-        ),
-        End::Complete(r) => bail!("a range past EOF completed: {r:?}"),
+    let (tx, rx) = channel();
+    let cb = binder::new_callback(Recorder(Mutex::new(tx)));
+    let req = request(size as i64 + 1, -1);
+    match l.loadAsync(&open_ro(&file)?, &req, &cb) {
+        Ok(task) => {
+            let out = AsyncLoad { task, rx }.wait()?;
+            match out.end {
+                End::Error(c, m) => ensure!(
+                    c == ErrorCode::INVALID_RANGE.0,
+                    "onError {} ({c}) \"{m}\", expected INVALID_RANGE",
+                    ec_name(c)
+                ),
+                End::Complete(r) => bail!("a range past EOF completed: {r:?}"),
+            }
+        }
+        Err(s) => {
+            expect_code::<()>(
+                Err(s),
+                ErrorCode::INVALID_RANGE,
+                "loadAsync(range past EOF)",
+            )?;
+            if let Ok(e) = rx.recv_timeout(QUIET_PERIOD) {
+                bail!("loadAsync threw INVALID_RANGE, yet the callback got {e:?}");
+            }
+            eprintln!(
+                "note: loadAsync reported INVALID_RANGE by throwing, not through the callback"
+            );
+        }
     }
     still_alive(&l)
 }
