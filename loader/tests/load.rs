@@ -636,3 +636,108 @@ fn capabilities_and_heaps_on_this_host() {
     });
     assert!(none.is_err());
 }
+
+/// Every provider this machine has (memfd on the host; udmabuf and the system heap too in
+/// the tools/vm guest), on every path: exact bytes, the right kind, the name set, the memfd
+/// of a udmabuf gone, no fd left behind.
+#[test]
+fn every_provider_on_this_machine() {
+    let _g = lock();
+    let loader = Loader::new(Config::default()).unwrap();
+    let has_udmabuf = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/udmabuf")
+        .is_ok();
+    let has_system = File::open("/dev/dma_heap/system").is_ok();
+    let names: Vec<&str> = loader.heaps().iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names.contains(&"udmabuf"), has_udmabuf, "{names:?}");
+    assert_eq!(names.contains(&"system"), has_system, "{names:?}");
+    let want_default = if has_udmabuf {
+        "udmabuf"
+    } else if has_system {
+        "system"
+    } else {
+        "memfd"
+    };
+    assert_eq!(loader.resolve_heap(None).unwrap().name, want_default);
+    eprintln!("providers here: {names:?}");
+
+    let data = pattern((3 << 20) + 5, 77);
+    let path = write_file(disk_dir(), "providers", &data);
+    let (off, want) = (5u64, &data[5..]);
+    for h in loader.heaps() {
+        for &p in PATHS {
+            let forced = loader_with(|c| c.force_io_path = Some(p));
+            let f = File::open(&path).unwrap();
+            let before = fd_count();
+            let req = LoadRequest {
+                heap: Some(h.name.clone()),
+                offset: off,
+                name: Some("prov-test".into()),
+                checksum: ChecksumType::Xxh3_64,
+                ..Default::default()
+            };
+            let l = forced
+                .load(f.as_fd(), &req, &LoadControl::default())
+                .unwrap_or_else(|e| panic!("{} {p:?}: {e}", h.name));
+            assert_eq!((l.kind, l.heap.as_str()), (h.kind, h.name.as_str()));
+            assert_eq!(l.checksum.unwrap().1, xxhash_rust::xxh3::xxh3_64(want));
+            let m = dmabuf_loader::sys::mman::Mapping::shared_ro(&l.fd, l.buffer_size as usize)
+                .unwrap();
+            assert!(
+                m.as_slice()[..want.len()] == *want,
+                "{} {p:?}: data differs",
+                h.name
+            );
+            assert!(
+                m.as_slice()[want.len()..].iter().all(|&b| b == 0),
+                "{} {p:?}: padding",
+                h.name
+            );
+            drop(m);
+            if h.is_dmabuf {
+                let info =
+                    std::fs::read_to_string(format!("/proc/self/fdinfo/{}", l.fd.as_raw_fd()))
+                        .unwrap();
+                assert!(info.contains("exp_name:"), "not a dma-buf: {info}");
+                assert!(
+                    info.contains("prov-test"),
+                    "DMA_BUF_SET_NAME missing: {info}"
+                );
+            }
+            if h.kind == BufferKind::DmaHeap {
+                // PFNMAP pages: whatever was forced, only the copy paths can fill them.
+                assert!(
+                    matches!(l.io_path, IoPath::Buffered | IoPath::BufferedSync),
+                    "{:?}",
+                    l.io_path
+                );
+            }
+            if h.kind == BufferKind::Udmabuf {
+                assert_eq!(
+                    memfds_named("prov-test"),
+                    0,
+                    "the udmabuf's memfd must be closed"
+                );
+                if p == IoPath::Direct {
+                    assert_eq!(l.io_path, IoPath::Direct, "{}", l.io_path_reason);
+                }
+            }
+            drop(l);
+            assert_eq!(fd_count(), before, "{} {p:?}: fd leak", h.name);
+        }
+        let f = File::open(&path).unwrap();
+        let ro = LoadRequest {
+            heap: Some(h.name.clone()),
+            read_only: true,
+            ..Default::default()
+        };
+        let r = loader.load(f.as_fd(), &ro, &LoadControl::default());
+        if h.is_dmabuf {
+            assert_eq!(r.unwrap_err().kind, ErrorKind::InvalidArgument);
+        } else {
+            assert!(r.is_ok());
+        }
+    }
+}

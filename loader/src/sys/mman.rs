@@ -45,6 +45,18 @@ impl Mapping {
         })
     }
 
+    /// Maps `len` bytes of `fd` from offset 0, shared and read-only (to inspect a result).
+    pub fn shared_ro(fd: impl AsFd, len: usize) -> anyhow::Result<Self> {
+        let nz = NonZeroUsize::new(len).context("cannot map 0 bytes")?;
+        // SAFETY: as in `shared_rw`; `as_mut_slice` on it would fault, so callers only read.
+        let ptr = unsafe { mmap(None, nz, ProtFlags::PROT_READ, MapFlags::MAP_SHARED, fd, 0) }
+            .with_context(|| format!("mmap(MAP_SHARED, PROT_READ, {len} bytes)"))?;
+        Ok(Self {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
     /// Anonymous private memory (the bench's "device limit" target).
     pub fn anonymous(len: usize) -> anyhow::Result<Self> {
         let nz = NonZeroUsize::new(len).context("cannot map 0 bytes")?;
