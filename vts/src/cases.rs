@@ -862,6 +862,7 @@ fn heaps_read_only(inst: &Instance, env: &Env) -> Result<()> {
     let size = 2 * page_size() + 99;
     let file = env.pattern_file(size, 12)?;
     let (_c, l) = loader(inst)?;
+    let (mut honoured, mut refused) = (Vec::new(), Vec::new());
     for h in heaps(&l)? {
         let what = format!("read-only buffer from heap {:?}", h.name);
         let req = LoadRequest {
@@ -869,10 +870,29 @@ fn heaps_read_only(inst: &Instance, env: &Env) -> Result<()> {
             readOnly: true,
             ..Default::default()
         };
-        let r = call(
-            l.load(&open_ro(&file)?, &req),
-            &format!("load readOnly on heap {:?}", h.name),
-        )?;
+        // A dma-buf's rights are fixed at export (udmabuf always exports O_RDWR, and a
+        // dma-heap buffer the service must fill cannot be O_RDONLY), so a heap may refuse
+        // readOnly with INVALID_ARGUMENT. What it must never do is hand out a writable buffer.
+        // (Documented nowhere in the AIDL yet: see the VTS report.)
+        let res = l.load(&open_ro(&file)?, &req);
+        if let Err(s) = &res {
+            if let Failure::ServiceSpecific(c, m) = classify(s) {
+                if c == ErrorCode::INVALID_ARGUMENT.0 {
+                    // A memfd can be sealed read-only: no excuse there.
+                    ensure!(
+                        h.isDmaBuf,
+                        "heap {:?} ({:?}, not a dma-buf) refuses readOnly: {m}",
+                        h.name,
+                        h.kind
+                    );
+                    eprintln!("note: heap {:?} refuses readOnly: {m}", h.name);
+                    refused.push(h.name.clone());
+                    continue;
+                }
+            }
+        }
+        let r = call(res, &format!("load readOnly on heap {:?}", h.name))?;
+        honoured.push(h.name.clone());
         check_result(&r, &h, &req, &file, 0, size).with_context(|| what.clone())?;
         let buf = r.buffer.as_ref().context("no buffer")?;
         let len = r.bufferSize as u64;
@@ -892,6 +912,9 @@ fn heaps_read_only(inst: &Instance, env: &Env) -> Result<()> {
                 &format!("{what} reopened O_RDWR via /proc/self/fd"),
             )?;
         }
+    }
+    if honoured.is_empty() {
+        eprintln!("note: no heap honours readOnly (refused by {refused:?})");
     }
     Ok(())
 }
