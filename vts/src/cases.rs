@@ -904,8 +904,14 @@ fn heaps_read_only(inst: &Instance, env: &Env) -> Result<()> {
             "{what}: mprotect(PROT_WRITE) of its MAP_SHARED mapping succeeded"
         );
         drop(m);
-        // Nor can it be reopened writable through /proc (a plain memfd could be).
-        if let Ok(rw) = os::reopen(binder::fd(buf), OFlag::O_RDWR) {
+        // Nor can it be reopened writable through /proc: an unsealed memfd could be. (Not
+        // tried on dma-bufs: they are not meant to be opened by path at all.)
+        let reopened = if h.isDmaBuf {
+            None
+        } else {
+            os::reopen(binder::fd(buf), OFlag::O_RDWR).ok()
+        };
+        if let Some(rw) = reopened {
             os::expect_no_writable_mapping(
                 rw.as_fd(),
                 len,
