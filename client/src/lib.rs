@@ -1,1 +1,8 @@
-//! Placeholder: being written (see issues).
+//! dmabuf_loader_client: the `dmabuf-loader` command (load, heaps, info, bench) and the
+//! pieces it is made of, reusable by tests and tools.
+
+pub mod bench;
+pub mod cli;
+pub mod echo;
+pub mod session;
+pub mod verify;

@@ -170,6 +170,7 @@ fn run(load: AsyncLoad) {
     let total = prepared.data_len();
     log::info!("task {id}: loading {what}");
 
+    let cancel = entry.cancel.clone();
     let last = Mutex::new(None::<Instant>);
     let progress = |done: u64, total: u64| {
         let now = Instant::now();
@@ -182,16 +183,20 @@ fn run(load: AsyncLoad) {
         }
         if let Err(status) = callback.onProgress(done as i64, total as i64) {
             log::info!("task {id}: progress callback failed ({status:?}); cancelling");
-            entry.cancel.cancel();
+            cancel.cancel();
         }
     };
     let ctl = LoadControl {
-        cancel: entry.cancel.clone(),
+        cancel: cancel.clone(),
         deadline,
         progress: Some(&progress),
     };
     let started = Instant::now();
     let outcome = loader.run(prepared, &ctl);
+    // The load is over: give its share back before telling the client, so a client that
+    // starts its next load the moment it hears of this one is not refused with BUSY.
+    drop(permit);
+    drop(entry);
     let delivered = match outcome {
         Ok(loaded) => {
             log::info!(
@@ -206,7 +211,7 @@ fn run(load: AsyncLoad) {
         Err(err) => {
             let code = error_code(err.kind);
             log::info!(
-                "task {id}: failed after {total} byte request: {}: {}",
+                "task {id}: failed ({total}-byte request): {}: {}",
                 error_code_name(code.0),
                 error_message(&err)
             );
@@ -216,7 +221,4 @@ fn run(load: AsyncLoad) {
     if let Err(status) = delivered {
         log::info!("task {id}: the client did not take the result ({status:?}); buffer released");
     }
-    // The buffer (if any) went out with onComplete and our copy of it is closed by now.
-    drop(permit);
-    drop(entry);
 }

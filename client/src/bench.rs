@@ -1,0 +1,333 @@
+//! `dmabuf-loader bench`: what going through the service costs.
+//!
+//! Throughput (`bench FILE`): cold loads of the same file, interleaved round by round
+//! (service, in-process engine, service, engine, ...; page cache dropped before each), best and
+//! median of the rounds, then the core's own bench (`dmabuf_loader::bench`: device limit,
+//! status quo, engine) on the same file, so all four stand side by side with ratios.
+//!
+//! Latency (`bench FILE --latency`): p50/p90/p99 of `loadFile` on a small file against a bare
+//! binder call passing one fd each way (an echo service in another process, same transport),
+//! interleaved call by call.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use dmabuf_loader::{LoadControl, Loader};
+use dmabuf_loader_service::compat::aidl::LoadRequest::LoadRequest;
+use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
+use serde::Serialize;
+
+use crate::echo::EchoServer;
+use crate::session::{pfd_of, Session};
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stat {
+    pub best_ms: f64,
+    pub median_ms: f64,
+    pub worst_ms: f64,
+    pub best_gib_s: f64,
+    pub median_gib_s: f64,
+}
+
+fn stat(size: u64, samples: &mut [Duration]) -> Stat {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let gib = |d: Duration| size as f64 / (1u64 << 30) as f64 / d.as_secs_f64().max(1e-12);
+    let best = samples[0];
+    let median = samples[samples.len() / 2];
+    Stat {
+        best_ms: ms(best),
+        median_ms: ms(median),
+        worst_ms: ms(samples[samples.len() - 1]),
+        best_gib_s: gib(best),
+        median_gib_s: gib(median),
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ThroughputReport {
+    pub file: String,
+    pub size: u64,
+    pub rounds: u32,
+    pub heap: String,
+    pub service_cold: Stat,
+    pub engine_cold: Stat,
+    /// In-process engine time / service time, best of rounds (1.0 = no cost for binder).
+    pub service_vs_engine_best: f64,
+    pub service_vs_engine_median: f64,
+    pub device_limit_cold: Option<Stat>,
+    pub status_quo_cold: Option<Stat>,
+    pub core_engine_cold: Option<Stat>,
+    pub service_vs_status_quo: Option<f64>,
+    pub service_vs_device_limit: Option<f64>,
+}
+
+pub fn drop_cache(path: &Path) -> Result<()> {
+    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    posix_fadvise(f.as_fd(), 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED)
+        .context("POSIX_FADV_DONTNEED (dropping the file from the page cache)")?;
+    Ok(())
+}
+
+/// Throughput of cold loads: service vs in-process engine, interleaved; then the core bench.
+pub fn throughput(
+    session: &Session,
+    file: &Path,
+    rounds: u32,
+    with_core_bench: bool,
+    log: &mut dyn Write,
+) -> Result<ThroughputReport> {
+    let size = std::fs::metadata(file)
+        .with_context(|| format!("stat {}", file.display()))?
+        .len();
+    let rounds = rounds.max(1);
+    // The engine in this process is set up like the service's and uses the heap it used.
+    let probe = {
+        let f = File::open(file)?;
+        let req = LoadRequest {
+            length: 1.min(size as i64),
+            ..Default::default()
+        };
+        session
+            .load(&f, &req)?
+            .map_err(anyhow::Error::new)
+            .context("probing the service")?
+    };
+    let heap = probe.heapName.clone();
+    drop(probe);
+    let loader =
+        Loader::new(dmabuf_loader::Config::default()).context("starting the in-process engine")?;
+    let engine_req = dmabuf_loader::LoadRequest {
+        heap: Some(heap.clone()),
+        ..Default::default()
+    };
+    let service_req = LoadRequest {
+        heapName: heap.clone(),
+        ..Default::default()
+    };
+
+    let (mut svc, mut eng) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        drop_cache(file)?;
+        let t = Instant::now();
+        let f = File::open(file)?;
+        let r = session
+            .load(&f, &service_req)?
+            .map_err(anyhow::Error::new)
+            .context("service load")?;
+        let d = t.elapsed();
+        drop(r);
+        svc.push(d);
+        writeln!(
+            log,
+            "round {round}: service  {:>8.1} ms  {:>6.2} GiB/s",
+            d.as_secs_f64() * 1e3,
+            gib_s(size, d)
+        )?;
+
+        drop_cache(file)?;
+        let t = Instant::now();
+        let f = File::open(file)?;
+        let l = loader
+            .load(f.as_fd(), &engine_req, &LoadControl::default())
+            .context("in-process load")?;
+        let d = t.elapsed();
+        drop(l);
+        eng.push(d);
+        writeln!(
+            log,
+            "round {round}: engine   {:>8.1} ms  {:>6.2} GiB/s",
+            d.as_secs_f64() * 1e3,
+            gib_s(size, d)
+        )?;
+    }
+    let service_cold = stat(size, &mut svc);
+    let engine_cold = stat(size, &mut eng);
+    let mut report = ThroughputReport {
+        file: file.display().to_string(),
+        size,
+        rounds,
+        heap: heap.clone(),
+        service_vs_engine_best: engine_cold.best_ms / service_cold.best_ms,
+        service_vs_engine_median: engine_cold.median_ms / service_cold.median_ms,
+        service_cold,
+        engine_cold,
+        device_limit_cold: None,
+        status_quo_cold: None,
+        core_engine_cold: None,
+        service_vs_status_quo: None,
+        service_vs_device_limit: None,
+    };
+    if with_core_bench {
+        let mut opts = dmabuf_loader::bench::BenchOptions::new(file.to_path_buf());
+        opts.size = size;
+        opts.rounds = rounds;
+        opts.heap = heap;
+        writeln!(
+            log,
+            "core bench (device limit, status quo, engine) on the same file:"
+        )?;
+        let core = dmabuf_loader::bench::run(&opts, log).context("the core bench")?;
+        let from = |s: &dmabuf_loader::bench::Sample| {
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            Stat {
+                best_ms: ms(s.best),
+                median_ms: f64::NAN,
+                worst_ms: ms(s.worst),
+                best_gib_s: gib_s(size, s.best),
+                median_gib_s: f64::NAN,
+            }
+        };
+        let limit = from(&core.limit.cold);
+        let sq = from(&core.status_quo.cold);
+        report.service_vs_device_limit = Some(limit.best_ms / report.service_cold.best_ms);
+        report.service_vs_status_quo = Some(sq.best_ms / report.service_cold.best_ms);
+        report.device_limit_cold = Some(limit);
+        report.status_quo_cold = Some(sq);
+        report.core_engine_cold = Some(from(&core.engine.cold));
+    }
+    Ok(report)
+}
+
+fn gib_s(size: u64, d: Duration) -> f64 {
+    size as f64 / (1u64 << 30) as f64 / d.as_secs_f64().max(1e-12)
+}
+
+impl ThroughputReport {
+    pub fn print(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        writeln!(out, "file {} ({} bytes), heap {}, cold (page cache dropped before each run), best of {} rounds", self.file, self.size, self.heap, self.rounds)?;
+        let row = |out: &mut dyn Write, name: &str, s: &Stat| {
+            writeln!(
+                out,
+                "  {name:<36} {:>7.2} GiB/s {:>9.1} ms   (median {:>6.2} GiB/s)",
+                s.best_gib_s, s.best_ms, s.median_gib_s
+            )
+        };
+        row(out, "through the service (binder)", &self.service_cold)?;
+        row(out, "in-process engine", &self.engine_cold)?;
+        if let Some(s) = &self.status_quo_cold {
+            row(out, "status quo (alloc + mmap + read())", s)?;
+        }
+        if let Some(s) = &self.device_limit_cold {
+            row(out, "device limit (O_DIRECT, QD32)", s)?;
+        }
+        writeln!(
+            out,
+            "service / in-process engine: {:.3}x best, {:.3}x median (target >= 0.97)",
+            self.service_vs_engine_best, self.service_vs_engine_median
+        )?;
+        if let (Some(sq), Some(lim)) = (self.service_vs_status_quo, self.service_vs_device_limit) {
+            writeln!(
+                out,
+                "service / status quo: {sq:.2}x   service / device limit: {lim:.2}x"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Percentiles {
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+}
+
+fn percentiles(samples: &mut [Duration]) -> Percentiles {
+    samples.sort();
+    let at =
+        |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e6;
+    Percentiles {
+        p50_us: at(0.5),
+        p90_us: at(0.9),
+        p99_us: at(0.99),
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyReport {
+    pub file: String,
+    pub size: u64,
+    pub iterations: u32,
+    pub load_file: Percentiles,
+    pub bare_fd_call: Percentiles,
+    /// p50(loadFile) / p50(bare call).
+    pub p50_ratio: f64,
+}
+
+/// Latency of `loadFile` on `file` vs the echo baseline, interleaved call by call.
+pub fn latency(session: &Session, file: &Path, iterations: u32) -> Result<LatencyReport> {
+    let echo = EchoServer::start(&session.transport).context("starting the bare-call baseline")?;
+    let f = File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let size = f.metadata()?.len();
+    let pfd = pfd_of(&f)?;
+    let iterations = iterations.max(10);
+    let (mut load, mut bare) = (Vec::new(), Vec::new());
+    // Warm-up: connections, page cache, allocator.
+    for _ in 0..20 {
+        session
+            .proxy()
+            .loadFile(&pfd)
+            .map_err(|s| anyhow::anyhow!("loadFile: {s:?}"))?;
+        echo.conn
+            .service
+            .loadFile(&pfd)
+            .map_err(|s| anyhow::anyhow!("echo: {s:?}"))?;
+    }
+    for _ in 0..iterations {
+        let t = Instant::now();
+        let b = session
+            .proxy()
+            .loadFile(&pfd)
+            .map_err(|s| anyhow::anyhow!("loadFile: {s:?}"))?;
+        drop(b);
+        load.push(t.elapsed());
+        let t = Instant::now();
+        let b = echo
+            .conn
+            .service
+            .loadFile(&pfd)
+            .map_err(|s| anyhow::anyhow!("echo: {s:?}"))?;
+        drop(b);
+        bare.push(t.elapsed());
+    }
+    let load_file = percentiles(&mut load);
+    let bare_fd_call = percentiles(&mut bare);
+    Ok(LatencyReport {
+        file: file.display().to_string(),
+        size,
+        iterations,
+        p50_ratio: load_file.p50_us / bare_fd_call.p50_us,
+        load_file,
+        bare_fd_call,
+    })
+}
+
+impl LatencyReport {
+    pub fn print(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        writeln!(
+            out,
+            "latency, {} ({} bytes), {} calls each, interleaved:",
+            self.file, self.size, self.iterations
+        )?;
+        for (name, p) in [
+            ("loadFile", &self.load_file),
+            ("bare binder call, one fd each way", &self.bare_fd_call),
+        ] {
+            writeln!(
+                out,
+                "  {name:<36} p50 {:>8.1} us  p90 {:>8.1} us  p99 {:>8.1} us",
+                p.p50_us, p.p90_us, p.p99_us
+            )?;
+        }
+        writeln!(
+            out,
+            "loadFile p50 / bare call p50: {:.2}x (target <= 2)",
+            self.p50_ratio
+        )
+    }
+}

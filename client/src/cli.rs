@@ -1,0 +1,577 @@
+//! The `dmabuf-loader` command line.
+
+use std::fs::File;
+use std::io::{IsTerminal, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use dmabuf_loader_service::compat::aidl::BufferKind::BufferKind;
+use dmabuf_loader_service::compat::aidl::ChecksumType::ChecksumType;
+use dmabuf_loader_service::compat::aidl::IDmabufLoader as aidl_iface;
+use dmabuf_loader_service::compat::aidl::LoadRequest::LoadRequest;
+use dmabuf_loader_service::compat::aidl::LoadResult::LoadResult;
+use dmabuf_loader_service::compat::borrow_pfd;
+use dmabuf_loader_service::convert::{buffer_kind_name, io_path_name};
+use dmabuf_loader_service::error::error_code_name;
+use dmabuf_loader_service::Transport;
+use serde::Serialize;
+
+use crate::bench;
+use crate::session::{CallError, Session};
+use crate::verify;
+
+/// Exit status when the service refused or failed the request (the ErrorCode is printed).
+pub const EXIT_SERVICE_ERROR: i32 = 3;
+/// Exit status when --verify or the dma-buf check found the buffer wrong.
+pub const EXIT_VERIFY_FAILED: i32 = 4;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "dmabuf-loader",
+    version,
+    about = "Load files into dma-bufs through dmabuf-loader-service",
+    after_help = "Connects over kernel binder to vendor.dmabufloader.IDmabufLoader/default, or \
+                  over RPC binder with --socket PATH.\nExit status: 0 ok, 1 error, 2 usage, \
+                  3 the service refused the request (ErrorCode printed), 4 verification failed."
+)]
+pub struct Cli {
+    /// Connect over RPC binder on this unix socket (else kernel binder by service name).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Kernel binder device (default: /dev/binderfs/binder, else /dev/binder).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub binder_device: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Load FILE (or a range of it) into a new buffer and report what happened.
+    Load(LoadArgs),
+    /// List the heaps the service can allocate from.
+    Heaps(JsonArg),
+    /// Interface version and hash, implementation and kernel features seen by the service.
+    Info(JsonArg),
+    /// Time loads through the service against the in-process engine, the status quo and the
+    /// device limit (or, with --latency, loadFile against a bare binder call).
+    Bench(BenchArgs),
+    /// Latency baseline server used by `bench --latency` (internal).
+    #[command(name = "__bench-echo", hide = true)]
+    BenchEcho,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct JsonArg {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LoadArgs {
+    pub file: PathBuf,
+    /// Heap to allocate from (default: the service's default).
+    #[arg(long)]
+    pub heap: Option<String>,
+    /// First byte of the file to load.
+    #[arg(long, default_value_t = 0)]
+    pub offset: i64,
+    /// Bytes to load (default: to the end of the file).
+    #[arg(long)]
+    pub length: Option<i64>,
+    /// Ask for a read-only buffer fd.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Map the returned buffer and compare it with the file.
+    #[arg(long)]
+    pub verify: bool,
+    /// Use loadAsync (progress bar on a terminal).
+    #[arg(long = "async")]
+    pub async_: bool,
+    /// Ask the service for an XXH3-64 checksum (checked against the buffer with --verify).
+    #[arg(long)]
+    pub checksum: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// With --async: give up (and cancel) after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout_secs: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    pub file: PathBuf,
+    /// Rounds of each contender (best and median are shown).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// Only service vs in-process engine (skip the core bench's status quo and device limit).
+    #[arg(long)]
+    pub no_baselines: bool,
+    /// Measure loadFile latency on FILE (use a small file, e.g. 4 KiB) instead of throughput.
+    #[arg(long)]
+    pub latency: bool,
+    /// Calls per contender for --latency.
+    #[arg(long, default_value_t = 2000)]
+    pub iterations: u32,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Entry point of the binary; returns the exit status.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    env_logger_init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("dmabuf-loader: error: {e:#}");
+            1
+        }
+    }
+}
+
+#[cfg(not(target_os = "android"))]
+fn env_logger_init() {
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .try_init();
+}
+
+#[cfg(target_os = "android")]
+fn env_logger_init() {}
+
+fn transport(cli: &Cli) -> Result<Transport> {
+    Transport::choose(cli.socket.as_deref(), cli.binder_device.as_deref())
+}
+
+pub fn run(cli: Cli) -> Result<i32> {
+    let transport = transport(&cli)?;
+    match cli.command {
+        Command::BenchEcho => {
+            crate::echo::serve_child(&transport)?;
+            Ok(0)
+        }
+        Command::Load(args) => {
+            let session = Session::connect(transport, 1)?;
+            load(&session, &args)
+        }
+        Command::Heaps(a) => heaps(&Session::connect(transport, 1)?, a.json),
+        Command::Info(a) => info(&Session::connect(transport, 1)?, a.json),
+        Command::Bench(a) => {
+            let session = Session::connect(transport, 1)?;
+            let mut out = std::io::stdout().lock();
+            let mut log: Box<dyn Write> = if a.json {
+                Box::new(std::io::sink())
+            } else {
+                Box::new(std::io::stderr())
+            };
+            if a.latency {
+                let r = bench::latency(&session, &a.file, a.iterations)?;
+                if a.json {
+                    writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
+                } else {
+                    r.print(&mut out)?;
+                }
+            } else {
+                let r = bench::throughput(&session, &a.file, a.rounds, !a.no_baselines, &mut *log)?;
+                if a.json {
+                    writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
+                } else {
+                    r.print(&mut out)?;
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// Everything `load` reports (the JSON form; the text form prints the same facts).
+#[derive(Debug, Serialize, Default)]
+pub struct LoadReport {
+    pub path: String,
+    pub file_size: u64,
+    pub offset: i64,
+    pub heap: String,
+    pub buffer_kind: String,
+    pub is_dmabuf: bool,
+    /// fdinfo `exp_name` of the returned fd (None: not a dma-buf).
+    pub exporter: Option<String>,
+    pub data_length: i64,
+    pub buffer_size: i64,
+    pub read_only: bool,
+    pub io_path: String,
+    pub io_path_reason: String,
+    pub alloc_ms: f64,
+    pub service_ms: f64,
+    pub round_trip_ms: f64,
+    pub throughput_mib_s: f64,
+    pub checksum_xxh3: Option<String>,
+    pub verified: Option<bool>,
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ErrorReport<'a> {
+    error: ErrorBody<'a>,
+}
+#[derive(Debug, Serialize)]
+struct ErrorBody<'a> {
+    code: Option<i32>,
+    name: Option<String>,
+    message: &'a str,
+}
+
+fn report_call_error(e: &CallError, json: bool) -> Result<i32> {
+    if json {
+        let (code, message) = match e {
+            CallError::Service { code, message } => (Some(*code), message.as_str()),
+            CallError::Binder(m) => (None, m.as_str()),
+        };
+        let r = ErrorReport {
+            error: ErrorBody {
+                code,
+                name: code.map(error_code_name),
+                message,
+            },
+        };
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        eprintln!("dmabuf-loader: the service refused: {e}");
+    }
+    Ok(match e {
+        CallError::Service { .. } => EXIT_SERVICE_ERROR,
+        CallError::Binder(_) => 1,
+    })
+}
+
+fn load(session: &Session, a: &LoadArgs) -> Result<i32> {
+    let file = File::open(&a.file).with_context(|| format!("opening {}", a.file.display()))?;
+    let file_size = file.metadata()?.len();
+    let req = LoadRequest {
+        heapName: a.heap.clone().unwrap_or_default(),
+        offset: a.offset,
+        length: a.length.unwrap_or(-1),
+        readOnly: a.read_only,
+        checksum: if a.checksum {
+            ChecksumType::XXH3_64
+        } else {
+            ChecksumType::NONE
+        },
+    };
+    let started = Instant::now();
+    let outcome = if a.async_ {
+        load_async(session, &file, &req, a)?
+    } else {
+        session.load(&file, &req)?
+    };
+    let round_trip = started.elapsed();
+    let result = match outcome {
+        Ok(r) => r,
+        Err(e) => return report_call_error(&e, a.json),
+    };
+    let (report, ok) = check(&result, &file, file_size, a, round_trip)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_load(&report, a.verify);
+    }
+    Ok(if ok { 0 } else { EXIT_VERIFY_FAILED })
+}
+
+fn load_async(
+    session: &Session,
+    file: &File,
+    req: &LoadRequest,
+    a: &LoadArgs,
+) -> Result<Result<LoadResult, CallError>> {
+    let task = match session.load_async(file, req)? {
+        Ok(t) => t,
+        Err(e) => return Ok(Err(e)),
+    };
+    let bar = (std::io::stderr().is_terminal() && !a.json).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("valid progress template")
+            .progress_chars("=> "),
+        );
+        bar
+    });
+    let outcome = task.wait(Duration::from_secs(a.timeout_secs), |done, total| {
+        if let Some(b) = &bar {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    match outcome {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            // Timed out: stop the work we no longer wait for.
+            let _ = task.cancel();
+            Err(e)
+        }
+    }
+}
+
+fn check(
+    r: &LoadResult,
+    file: &File,
+    file_size: u64,
+    a: &LoadArgs,
+    round_trip: Duration,
+) -> Result<(LoadReport, bool)> {
+    let buffer = r
+        .buffer
+        .as_ref()
+        .context("the service returned no buffer")?;
+    let fd = borrow_pfd(buffer);
+    let mut problems = Vec::new();
+    let exporter = verify::dmabuf_exporter(fd)?;
+    let memfd = r.bufferKind == BufferKind::MEMFD;
+    if !memfd && exporter.is_none() {
+        problems.push(format!(
+            "the service said {} but the fd is not a dma-buf (no exp_name in fdinfo)",
+            buffer_kind_name(r.bufferKind)
+        ));
+    }
+    if a.read_only {
+        let fl = nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_GETFL)?;
+        if fl & libc::O_ACCMODE != libc::O_RDONLY {
+            problems.push("asked for a read-only buffer but the fd is writable".into());
+        }
+    }
+    let checksum = (r.checksumType == ChecksumType::XXH3_64).then_some(r.checksum as u64);
+    let mut verified = None;
+    if a.verify {
+        match verify::verify(
+            fd,
+            r.bufferSize as u64,
+            r.dataLength as u64,
+            file,
+            a.offset as u64,
+        ) {
+            Ok(v) => {
+                let mut good = true;
+                if let Some(c) = checksum {
+                    if c != v.xxh3 {
+                        problems.push(format!(
+                            "service checksum {c:#018x} != buffer xxh3 {:#018x}",
+                            v.xxh3
+                        ));
+                        good = false;
+                    }
+                }
+                verified = Some(good);
+            }
+            Err(e) => {
+                problems.push(format!("verify: {e:#}"));
+                verified = Some(false);
+            }
+        }
+    }
+    let secs = round_trip.as_secs_f64().max(1e-9);
+    let report = LoadReport {
+        path: a.file.display().to_string(),
+        file_size,
+        offset: a.offset,
+        heap: r.heapName.clone(),
+        buffer_kind: buffer_kind_name(r.bufferKind),
+        is_dmabuf: exporter.is_some(),
+        exporter,
+        data_length: r.dataLength,
+        buffer_size: r.bufferSize,
+        read_only: a.read_only,
+        io_path: io_path_name(r.ioPath),
+        io_path_reason: r.ioPathReason.clone(),
+        alloc_ms: r.allocNanos as f64 / 1e6,
+        service_ms: r.totalNanos as f64 / 1e6,
+        round_trip_ms: secs * 1e3,
+        throughput_mib_s: r.dataLength as f64 / (1u64 << 20) as f64 / secs,
+        checksum_xxh3: checksum.map(|c| format!("{c:#018x}")),
+        verified,
+        problems,
+    };
+    let ok = report.problems.is_empty();
+    Ok((report, ok))
+}
+
+fn print_load(r: &LoadReport, verify: bool) {
+    println!("loaded {} -> heap {} ({})", r.path, r.heap, r.buffer_kind);
+    println!(
+        "  range       [{}, {}) of a {}-byte file",
+        r.offset,
+        r.offset + r.data_length,
+        r.file_size
+    );
+    println!(
+        "  buffer      {} bytes ({} data){}",
+        r.buffer_size,
+        r.data_length,
+        if r.read_only { ", read-only" } else { "" }
+    );
+    match (&r.exporter, r.buffer_kind.as_str()) {
+        (Some(e), _) => println!("  dma-buf     yes (exporter {e})"),
+        (None, "MEMFD") => {
+            println!("  dma-buf     no: a plain memfd (this machine has no dma-heap or udmabuf)")
+        }
+        (None, _) => println!("  dma-buf     NO (see problems)"),
+    }
+    println!("  io path     {} ({})", r.io_path, r.io_path_reason);
+    println!(
+        "  time        alloc {:.1} ms, service {:.1} ms, round trip {:.1} ms",
+        r.alloc_ms, r.service_ms, r.round_trip_ms
+    );
+    println!("  throughput  {:.0} MiB/s", r.throughput_mib_s);
+    if let Some(c) = &r.checksum_xxh3 {
+        println!("  checksum    xxh3 {c}");
+    }
+    if verify {
+        match r.verified {
+            Some(true) => println!(
+                "  verify      OK: the buffer holds exactly the file's bytes, padding zero"
+            ),
+            _ => println!("  verify      FAILED"),
+        }
+    }
+    for p in &r.problems {
+        println!("  PROBLEM     {p}");
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct HeapRow {
+    name: String,
+    kind: String,
+    is_dmabuf: bool,
+    direct_io: bool,
+}
+
+fn heaps(session: &Session, json: bool) -> Result<i32> {
+    let heaps = match session.proxy().getHeaps() {
+        Ok(h) => h,
+        Err(s) => return report_call_error(&CallError::from_status(&s), json),
+    };
+    let rows: Vec<HeapRow> = heaps
+        .iter()
+        .map(|h| HeapRow {
+            name: h.name.clone(),
+            kind: buffer_kind_name(h.kind),
+            is_dmabuf: h.isDmaBuf,
+            direct_io: h.directIo,
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!("{:<20} {:<10} {:<8} DIRECT I/O", "HEAP", "KIND", "DMA-BUF");
+        for (i, h) in rows.iter().enumerate() {
+            let name = if i == 0 {
+                format!("{} (default)", h.name)
+            } else {
+                h.name.clone()
+            };
+            println!(
+                "{name:<20} {:<10} {:<8} {}",
+                h.kind,
+                yes(h.is_dmabuf),
+                yes(h.direct_io)
+            );
+        }
+    }
+    Ok(0)
+}
+
+fn yes(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct InfoReport {
+    transport: String,
+    interface_version: i32,
+    interface_hash: String,
+    client_interface_version: i32,
+    client_interface_hash: String,
+    implementation: String,
+    kernel_release: String,
+    io_uring: bool,
+    io_uring_dmabuf_regbuf: bool,
+    cachestat: bool,
+    max_load_bytes: i64,
+}
+
+fn info(session: &Session, json: bool) -> Result<i32> {
+    let p = session.proxy();
+    let status = |s| CallError::from_status(&s);
+    let (version, hash, si) = match (
+        p.getInterfaceVersion(),
+        p.getInterfaceHash(),
+        p.getServiceInfo(),
+    ) {
+        (Ok(v), Ok(h), Ok(i)) => (v, h, i),
+        (Err(s), _, _) | (_, Err(s), _) | (_, _, Err(s)) => {
+            return report_call_error(&status(s), json)
+        }
+    };
+    let r = InfoReport {
+        transport: session.transport.describe(),
+        interface_version: version,
+        interface_hash: hash,
+        client_interface_version: aidl_iface::VERSION,
+        client_interface_hash: aidl_iface::HASH.to_string(),
+        implementation: si.implementation,
+        kernel_release: si.kernelRelease,
+        io_uring: si.ioUring,
+        io_uring_dmabuf_regbuf: si.ioUringDmabufRegbuf,
+        cachestat: si.cachestat,
+        max_load_bytes: si.maxLoadBytes,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "service         vendor.dmabufloader.IDmabufLoader/default over {}",
+            r.transport
+        );
+        println!(
+            "interface       version {} hash {}",
+            r.interface_version, r.interface_hash
+        );
+        println!(
+            "client built    version {} hash {}",
+            r.client_interface_version, r.client_interface_hash
+        );
+        println!("implementation  {}", r.implementation);
+        println!("kernel          {}", r.kernel_release);
+        println!("io_uring        {}", yes(r.io_uring));
+        println!(
+            "dmabuf regbuf   {} (io_uring registered dma-buf)",
+            yes(r.io_uring_dmabuf_regbuf)
+        );
+        println!("cachestat       {}", yes(r.cachestat));
+        println!("max load        {} bytes", r.max_load_bytes);
+    }
+    Ok(0)
+}
+
+/// Used by tests: does `path` look like a socket the service listens on?
+pub fn socket_exists(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path)
+        .map(|m| m.file_type().is_socket())
+        .unwrap_or(false)
+}
