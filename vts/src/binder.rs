@@ -70,7 +70,7 @@ mod imp {
     use std::path::Path;
     use std::time::Duration;
 
-    use anyhow::{anyhow, Context, Result};
+    use anyhow::{anyhow, bail, Context, Result};
     use rsbinder::entry::{WireProfile, WireVersion};
     use rsbinder::{Parcel, StatusCode, FIRST_CALL_TRANSACTION};
 
@@ -95,6 +95,9 @@ mod imp {
     /// a 64 MiB load on a slow emulated disk must not trip it, but a hung service must not
     /// hang VTS.
     const RPC_TIMEOUT: Duration = Duration::from_secs(300);
+
+    /// How long a kernel-binder instance may take to (re)appear in the service manager.
+    const KERNEL_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
     /// A live connection to one instance. Dropping it closes an RPC session (its callback
     /// threads keep it alive otherwise).
@@ -162,12 +165,26 @@ mod imp {
     pub fn connect(target: &Target) -> Result<Connection> {
         match target {
             Target::Kernel { name } => {
-                let loader = rsbinder::hub::wait_for_interface::<dyn IDmabufLoader>(name)
-                    .map_err(|e| anyhow!("service manager has no usable {name}: {e:?}"))?;
-                Ok(Connection {
-                    loader,
-                    client: None,
-                })
+                // Bounded, unlike wait_for_interface: a declared instance that never comes up
+                // (or is restarting after a crash) fails the case instead of hanging VTS.
+                let deadline = std::time::Instant::now() + KERNEL_CONNECT_TIMEOUT;
+                loop {
+                    match rsbinder::hub::try_get_interface::<dyn IDmabufLoader>(name) {
+                        Ok(Some(loader)) => {
+                            return Ok(Connection {
+                                loader,
+                                client: None,
+                            })
+                        }
+                        Ok(None) if std::time::Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(100))
+                        }
+                        Ok(None) => bail!(
+                            "{name} is not registered with the service manager (waited {KERNEL_CONNECT_TIMEOUT:?})"
+                        ),
+                        Err(e) => bail!("service manager lookup of {name} failed: {e:?}"),
+                    }
+                }
             }
             Target::Rpc { socket, service } => {
                 let uri = rsbinder::Uri::from(rsbinder::Endpoint::unix(socket))
