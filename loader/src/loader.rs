@@ -5,7 +5,8 @@ use std::os::fd::BorrowedFd;
 use anyhow::anyhow;
 
 use crate::api::{
-    Capabilities, Config, ErrorKind, HeapInfo, LoadControl, LoadError, LoadRequest, Loaded, Result,
+    BufferKind, Capabilities, Config, ErrorKind, HeapInfo, LoadControl, LoadError, LoadRequest,
+    Loaded, Result,
 };
 use crate::source::{self, Source};
 use crate::{buffer, engine, sys};
@@ -16,6 +17,8 @@ pub struct Loader {
     config: Config,
     heaps: Vec<HeapInfo>,
     caps: Capabilities,
+    /// udmabuf's size limit (udmabuf.size_limit_mb), when it has one.
+    udmabuf_limit: Option<u64>,
 }
 
 /// A validated request: our dup of the source fd, the resolved range and heap. Cheap to
@@ -120,10 +123,22 @@ impl Loader {
             caps.io_uring_dmabuf_regbuf,
             caps.cachestat
         );
+        let udmabuf_limit = heaps
+            .iter()
+            .any(|h| h.kind == BufferKind::Udmabuf)
+            .then(buffer::udmabuf::size_limit)
+            .flatten();
+        if let Some(l) = udmabuf_limit {
+            log::info!(
+                "udmabuf takes buffers up to {} MiB (udmabuf.size_limit_mb); larger auto loads use the next heap",
+                l >> 20
+            );
+        }
         Ok(Loader {
             config,
             heaps,
             caps,
+            udmabuf_limit,
         })
     }
 
@@ -160,10 +175,37 @@ impl Loader {
         }
     }
 
+    /// Whether `heap` can hold a buffer of `size` bytes.
+    fn fits(&self, heap: &HeapInfo, size: u64) -> bool {
+        heap.kind != BufferKind::Udmabuf || self.udmabuf_limit.is_none_or(|l| size <= l)
+    }
+
     /// Validates the untrusted fd + request (no allocation, no I/O beyond fcntl/fstat),
-    /// dups the fd, resolves range and heap.
+    /// dups the fd, resolves range and heap. `auto` takes the first heap (in `heaps()`
+    /// order) that can hold the buffer: udmabuf has a size limit, the dma-heaps do not.
     pub fn prepare(&self, fd: BorrowedFd<'_>, req: &LoadRequest) -> Result<Prepared> {
-        let heap = self.resolve_heap(req.heap.as_deref())?.clone();
+        let named = self.resolve_heap(req.heap.as_deref())?;
+        let auto = matches!(req.heap.as_deref(), None | Some("") | Some("auto"));
+        let source = source::validate(fd, req, &self.config)?;
+        let buffer_size = buffer_size_for(source.len);
+        let heap = if auto {
+            self.heaps
+                .iter()
+                .find(|h| self.fits(h, buffer_size))
+                .unwrap_or(named)
+                .clone()
+        } else {
+            named.clone()
+        };
+        if !self.fits(&heap, buffer_size) {
+            return Err(LoadError::msg(
+                ErrorKind::TooLarge,
+                format!(
+                    "{buffer_size} bytes exceed the udmabuf limit of {} MiB (udmabuf.size_limit_mb); use another heap",
+                    self.udmabuf_limit.unwrap_or(0) >> 20
+                ),
+            ));
+        }
         if req.read_only && heap.is_dmabuf {
             return Err(LoadError::msg(
                 ErrorKind::InvalidArgument,
@@ -174,8 +216,6 @@ impl Loader {
                 ),
             ));
         }
-        let source = source::validate(fd, req, &self.config)?;
-        let buffer_size = buffer_size_for(source.len);
         let name = req
             .name
             .clone()

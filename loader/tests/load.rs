@@ -65,11 +65,12 @@ fn loader_with(f: impl FnOnce(&mut Config)) -> Loader {
     Loader::new(c).unwrap()
 }
 
+/// The buffer's bytes, through a read-only shared mapping (dma-bufs have no read(2)).
 fn read_back(fd: &OwnedFd, size: u64) -> Vec<u8> {
-    let mut v = vec![0u8; size as usize];
-    let f = File::from(fd.try_clone().unwrap());
-    f.read_exact_at(&mut v, 0).unwrap();
-    v
+    dmabuf_loader::sys::mman::Mapping::shared_ro(fd, size as usize)
+        .unwrap()
+        .as_slice()
+        .to_vec()
 }
 
 /// Loads and checks: exact bytes, zero padding, sizes.
@@ -105,16 +106,40 @@ fn check_load(loader: &Loader, path: &Path, data: &[u8], off: u64, len: Option<u
         l.checksum,
         Some((ChecksumType::Xxh3_64, xxhash_rust::xxh3::xxh3_64(want)))
     );
-    assert_eq!(l.kind, BufferKind::Memfd);
+    assert!(loader
+        .heaps()
+        .iter()
+        .any(|h| h.name == l.heap && h.kind == l.kind));
     l
 }
 
-fn dio_offset_align(path: &Path) -> u64 {
+/// The path a forced `p` should end on for this buffer: PFNMAP heap pages only take copies.
+fn on_heap(l: &Loaded, p: IoPath) -> IoPath {
+    match (l.kind, p) {
+        (BufferKind::DmaHeap, IoPath::DirectRegistered | IoPath::Direct) => IoPath::Buffered,
+        _ => p,
+    }
+}
+
+/// (offset, memory) alignment O_DIRECT needs for this file.
+fn dio_align(path: &Path) -> (u64, u64) {
     let f = File::open(path).unwrap();
     dmabuf_loader::sys::statx::dio_align(&f)
         .unwrap()
-        .map(|a| a.offset as u64)
-        .unwrap_or(4096)
+        .map(|a| (a.offset as u64, a.mem as u64))
+        .unwrap_or((4096, 4096))
+}
+
+fn dio_offset_align(path: &Path) -> u64 {
+    dio_align(path).0
+}
+
+/// Whether the engine can read `len` bytes at `off` with O_DIRECT straight into its buffer
+/// (a block-aligned body exists and lands on memory O_DIRECT accepts).
+fn direct_possible(path: &Path, off: u64, len: u64) -> bool {
+    let (oa, ma) = dio_align(path);
+    let body = off.next_multiple_of(oa);
+    body < (off + len) / oa * oa && (body - off) % ma == 0
 }
 
 const SIZES: &[usize] = &[0, 1, 4095, 4096, 4097, (1 << 20) + 1, (64 << 20) + 123];
@@ -142,7 +167,7 @@ fn every_size_on_every_path_gives_identical_bytes() {
                 (s, IoPath::DirectRegistered | IoPath::Direct) if (s as u64) < oa => {
                     IoPath::Buffered
                 }
-                _ => p,
+                _ => on_heap(&l, p),
             };
             assert_eq!(
                 l.io_path, expect,
@@ -173,35 +198,30 @@ fn ranges_and_unaligned_offsets() {
         ((8 << 20) + 777, None),
         ((8 << 20) + 777, Some(0)),
     ];
-    let oa = dio_offset_align(&path);
     for &p in PATHS {
         let loader = loader_with(|c| c.force_io_path = Some(p));
         for &(off, len) in cases {
             let l = check_load(&loader, &path, &data, off, len);
             let len = len.unwrap_or(data.len() as u64 - off);
-            let has_body = off.next_multiple_of(oa) < (off + len) / oa * oa;
-            if p == IoPath::Direct && off % oa == 0 && has_body {
-                assert_eq!(
-                    l.io_path,
-                    IoPath::Direct,
-                    "off {off} len {len}: {}",
-                    l.io_path_reason
-                );
-            }
-            if p == IoPath::Direct && off % oa != 0 && has_body && oa >= 512 {
-                // The memory alignment here equals the offset alignment (512 on virtio):
-                // an unaligned file offset cannot map to aligned memory, so it falls back.
-                assert_eq!(
-                    l.io_path,
-                    IoPath::Buffered,
-                    "off {off} len {len}: {}",
-                    l.io_path_reason
-                );
-                assert!(
-                    l.io_path_reason.contains("alignment"),
-                    "{}",
-                    l.io_path_reason
-                );
+            if len == 0 {
+                assert_eq!(l.io_path, IoPath::None);
+            } else if p == IoPath::Direct && l.kind != BufferKind::DmaHeap {
+                if direct_possible(&path, off, len) {
+                    assert_eq!(
+                        l.io_path,
+                        IoPath::Direct,
+                        "off {off} len {len}: {}",
+                        l.io_path_reason
+                    );
+                } else {
+                    // No aligned body, or it would land on memory O_DIRECT cannot target.
+                    assert_eq!(
+                        l.io_path,
+                        IoPath::Buffered,
+                        "off {off} len {len}: {}",
+                        l.io_path_reason
+                    );
+                }
             }
         }
     }
@@ -443,6 +463,7 @@ fn read_only_memfd_cannot_be_mapped_writable() {
             f.as_fd(),
             &LoadRequest {
                 read_only: true,
+                heap: Some("memfd".into()),
                 ..Default::default()
             },
             &LoadControl::default(),
@@ -481,11 +502,12 @@ fn read_only_memfd_cannot_be_mapped_writable() {
     }
 }
 
+/// Open memfds created with `name` (their /proc/self/fd link is "/memfd:<name> (deleted)").
 fn memfds_named(name: &str) -> usize {
     std::fs::read_dir("/proc/self/fd")
         .unwrap()
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter(|l| l.to_string_lossy().contains(name))
+        .filter(|l| l.to_string_lossy().contains(&format!("memfd:{name}")))
         .count()
 }
 
@@ -662,10 +684,32 @@ fn every_provider_on_this_machine() {
     };
     assert_eq!(loader.resolve_heap(None).unwrap().name, want_default);
     eprintln!("providers here: {names:?}");
+    let limit = dmabuf_loader::buffer::udmabuf::size_limit();
+    if let (true, Some(limit)) = (has_udmabuf, limit) {
+        // Past udmabuf.size_limit_mb: `auto` moves on to the next heap, "udmabuf" says why not.
+        let big = write_file(
+            disk_dir(),
+            "past-udmabuf-limit",
+            &pattern(limit as usize + 1, 5),
+        );
+        let f = File::open(&big).unwrap();
+        let p = loader.prepare(f.as_fd(), &LoadRequest::default()).unwrap();
+        assert_ne!(p.heap().kind, BufferKind::Udmabuf);
+        let named = LoadRequest {
+            heap: Some("udmabuf".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            loader.prepare(f.as_fd(), &named).unwrap_err().kind,
+            ErrorKind::TooLarge
+        );
+        std::fs::remove_file(big).unwrap();
+    }
 
     let data = pattern((3 << 20) + 5, 77);
     let path = write_file(disk_dir(), "providers", &data);
-    let (off, want) = (5u64, &data[5..]);
+    // 12: on NVMe (4-byte memory alignment) the body lands on O_DIRECT-able memory.
+    let (off, want) = (12u64, &data[12..]);
     for h in loader.heaps() {
         for &p in PATHS {
             let forced = loader_with(|c| c.force_io_path = Some(p));
@@ -720,7 +764,7 @@ fn every_provider_on_this_machine() {
                     0,
                     "the udmabuf's memfd must be closed"
                 );
-                if p == IoPath::Direct {
+                if p == IoPath::Direct && direct_possible(&path, off, want.len() as u64) {
                     assert_eq!(l.io_path, IoPath::Direct, "{}", l.io_path_reason);
                 }
             }

@@ -21,6 +21,13 @@ pub fn present(dev: &Path) -> bool {
         .is_ok()
 }
 
+/// The largest buffer the udmabuf driver accepts (module parameter `size_limit_mb`,
+/// 64 MiB by default): UDMABUF_CREATE fails with EINVAL above it.
+pub fn size_limit() -> Option<u64> {
+    let mb = std::fs::read_to_string("/sys/module/udmabuf/parameters/size_limit_mb").ok()?;
+    mb.trim().parse::<u64>().ok().map(|mb| mb << 20)
+}
+
 /// Wraps the whole (sealed, filled) memfd into a dma-buf.
 pub fn wrap(dev: &Path, memfd: impl AsFd, size: u64) -> anyhow::Result<OwnedFd> {
     let dev_fd = std::fs::OpenOptions::new()
