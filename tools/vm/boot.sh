@@ -11,7 +11,8 @@ disks=$CACHE/disks
 mkdir -p "$CACHE/logs"
 logf=$CACHE/logs/$mode-$(date -u +%Y%m%dT%H%M%SZ).log
 ln -sfn "$(basename "$logf")" "$CACHE/logs/latest.log"
-timeout_s=${VM_TIMEOUT:-600}
+# The guest bounds each of its steps; this only catches a hung guest.
+timeout_s=${VM_TIMEOUT:-540}
 
 qemu=(
     qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2048

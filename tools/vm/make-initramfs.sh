@@ -21,6 +21,7 @@ done
 cp "$VM_DIR/guest/init" "$root/init"
 cp "$VM_DIR"/guest/*.sh "$root/rig/"
 cp "$CACHE/disks/disks.env" "$root/rig/disks.env"
+[ -n "${VM_RUN_SCRIPT:-}" ] && cp "$VM_RUN_SCRIPT" "$root/rig/run.sh"
 mkdir -p "$root/etc/rsbinder/hub.d"
 cp "$VM_DIR"/guest/hub.d/*.toml "$root/etc/rsbinder/hub.d/"
 chmod 0755 "$root/init" "$root"/rig/*.sh

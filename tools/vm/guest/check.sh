@@ -29,5 +29,15 @@ else
         *) fail blkdebug-bad-sector-eio "unexpected: $out" ;;
     esac
 fi
+
+# The slow disk is slow (qemu read throttle): 4 MiB take at least 0.3 s, so a load of
+# $SLOW_FILE is still running when the test kills the service.
+step slow-disk-throttled
+t0=$(now_ms)
+dd if="/slow/$SLOW_FILE" of=/dev/null bs=1M count=4 iflag=direct 2>/dev/null
+dt=$(( $(now_ms) - t0 ))
+if [ "$dt" -ge 300 ]; then pass slow-disk-throttled "4 MiB in ${dt} ms"
+else fail slow-disk-throttled "4 MiB in ${dt} ms: not throttled"; fi
+
 echo "RIG-SUMMARY check pass=$RIG_PASSES fail=$RIG_FAILS"
 [ "$RIG_FAILS" -eq 0 ]

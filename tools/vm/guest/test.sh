@@ -7,6 +7,7 @@
 CLIENT=dmabuf-loader
 VTS=VtsHalDmabufLoaderTargetTest
 OUT=/tmp/out
+VTS_TIMEOUT_S=240
 
 # client NAME ARGS...: runs the client, shows its output in the log, keeps it in $OUT.
 client() {
@@ -59,7 +60,8 @@ load_ok udmabuf /data/files/empty.bin '^none$'
 # ---------------------------------------------------------------------------------------------
 step vts
 vts_start=$(now_ms)
-$VTS --tmpdir /data/tmp > /tmp/vts.out 2>&1
+# Bounded: a VTS that waits forever for a missing service must not eat the whole run.
+timeout "$VTS_TIMEOUT_S" $VTS --tmpdir /data/tmp > /tmp/vts.out 2>&1
 vts_rc=$?
 cat /tmp/vts.out
 vts_ms=$(( $(now_ms) - vts_start ))
