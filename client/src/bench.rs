@@ -255,6 +255,9 @@ pub struct LatencyReport {
     pub iterations: u32,
     pub load_file: Percentiles,
     pub bare_fd_call: Percentiles,
+    /// The same load by the engine in this process (no binder): what the service adds is
+    /// `load_file - engine_in_process`.
+    pub engine_in_process: Percentiles,
     /// p50(loadFile) / p50(bare call).
     pub p50_ratio: f64,
 }
@@ -266,7 +269,10 @@ pub fn latency(session: &Session, file: &Path, iterations: u32) -> Result<Latenc
     let size = f.metadata()?.len();
     let pfd = pfd_of(&f)?;
     let iterations = iterations.max(10);
-    let (mut load, mut bare) = (Vec::new(), Vec::new());
+    let (mut load, mut bare, mut local) = (Vec::new(), Vec::new(), Vec::new());
+    let loader =
+        Loader::new(dmabuf_loader::Config::default()).context("starting the in-process engine")?;
+    let local_req = dmabuf_loader::LoadRequest::default();
     // Warm-up: connections, page cache, allocator.
     for _ in 0..20 {
         session
@@ -294,10 +300,18 @@ pub fn latency(session: &Session, file: &Path, iterations: u32) -> Result<Latenc
             .map_err(|s| anyhow::anyhow!("echo: {s:?}"))?;
         drop(b);
         bare.push(t.elapsed());
+        let t = Instant::now();
+        let l = loader
+            .load(f.as_fd(), &local_req, &LoadControl::default())
+            .context("in-process load")?;
+        drop(l);
+        local.push(t.elapsed());
     }
     let load_file = percentiles(&mut load);
     let bare_fd_call = percentiles(&mut bare);
+    let engine_in_process = percentiles(&mut local);
     Ok(LatencyReport {
+        engine_in_process,
         file: file.display().to_string(),
         size,
         iterations,
@@ -317,6 +331,7 @@ impl LatencyReport {
         for (name, p) in [
             ("loadFile", &self.load_file),
             ("bare binder call, one fd each way", &self.bare_fd_call),
+            ("same load, in-process engine", &self.engine_in_process),
         ] {
             writeln!(
                 out,
