@@ -34,7 +34,7 @@ if client info info; then pass client-info; else fail client-info "exit $rc"; fi
 step client-heaps
 if client heaps heaps; then
     pass client-heaps
-    info "heaps: $(tr '\n' ' ' < "$OUT")"
+    info "heaps: $(awk 'NR > 1 {$1 = $1; printf "%s%s", sep, $0; sep = "; "}' "$OUT")"
 else fail client-heaps "exit $rc"; fi
 
 # load_ok HEAP FILE EXPECTED_PATH_REGEX: a verified load on HEAP took a path matching the regex.
@@ -47,15 +47,15 @@ load_ok() {
         fail "$name" "client exit $rc"; return
     fi
     path=$(json_field io_path) got_heap=$(json_field heap)
-    info "load: heap=$got_heap kind=$(json_field kind) path=$path bytes=$(json_field data_length) total_ms=$(json_field total_ms) MiB/s=$(json_field mib_per_s) reason=\"$(json_field io_path_reason)\""
-    if echo "$path" | grep -qiE "$want"; then pass "$name" "path $path"
+    info "load: $(basename "$file") heap=$got_heap kind=$(json_field buffer_kind) exporter=$(json_field exporter) path=$path bytes=$(json_field data_length) service=$(printf %.1f "$(json_field service_ms)")ms $(printf %.0f "$(json_field throughput_mib_s)")MiB/s verified=$(json_field verified) reason=\"$(json_field io_path_reason)\""
+    if echo "$path" | grep -qE "$want"; then pass "$name" "path $path"
     else fail "$name" "expected path ~ /$want/, got '$path'"; fi
 }
-load_ok system /data/files/demo-32M.bin '^buffered'
-load_ok udmabuf /data/files/demo-32M.bin '^direct'
-load_ok system /data/files/small-4097.bin '^buffered'
+load_ok system /data/files/demo-32M.bin '^BUFFERED$'
+load_ok udmabuf /data/files/demo-32M.bin '^DIRECT'
+load_ok system /data/files/small-4097.bin '^BUFFERED'
 load_ok udmabuf /data/files/small-4097.bin '.'
-load_ok udmabuf /data/files/empty.bin '^none$'
+load_ok udmabuf /data/files/empty.bin '^NONE$'
 
 # ---------------------------------------------------------------------------------------------
 step vts
