@@ -785,3 +785,43 @@ fn every_provider_on_this_machine() {
         }
     }
 }
+
+/// With io_uring off (`sysctl kernel.io_uring_disabled=2`, as the VM run sets it for a second
+/// pass) every load still works, on plain pread(); with it on, the io_uring paths run.
+#[test]
+fn io_uring_disabled_falls_back_to_pread() {
+    let _g = lock();
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .map(|s| s.trim() == "2")
+        .unwrap_or(false);
+    let loader = Loader::new(Config::default()).unwrap();
+    assert_eq!(loader.capabilities().io_uring, !disabled);
+    eprintln!("io_uring disabled by sysctl: {disabled}");
+    let data = pattern((2 << 20) + 3, 41);
+    let path = write_file(disk_dir(), "no-uring", &data);
+    let before = fd_count();
+    for p in [None, Some(IoPath::DirectRegistered), Some(IoPath::Buffered)] {
+        let l = check_load(&loader_with(|c| c.force_io_path = p), &path, &data, 0, None);
+        if disabled {
+            assert_eq!(
+                l.io_path,
+                IoPath::BufferedSync,
+                "{p:?}: {}",
+                l.io_path_reason
+            );
+            assert!(
+                l.io_path_reason.contains("io_uring"),
+                "{}",
+                l.io_path_reason
+            );
+        } else {
+            assert_ne!(
+                l.io_path,
+                IoPath::BufferedSync,
+                "{p:?}: {}",
+                l.io_path_reason
+            );
+        }
+    }
+    assert_eq!(fd_count(), before);
+}

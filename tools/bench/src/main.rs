@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use dmabuf_loader::bench::{self, BenchOptions};
-use dmabuf_loader::Config;
+use dmabuf_loader::{Config, IoPath};
 
 #[derive(Parser, Debug)]
 #[command(version, about)]
@@ -35,6 +35,10 @@ struct Args {
     /// Engine chunk size in KiB (default: the engine's measured default).
     #[arg(long)]
     chunk_kib: Option<usize>,
+    /// Start the engine's fallback chain at this path (direct-registered, direct, buffered,
+    /// buffered-sync) instead of letting it choose.
+    #[arg(long, value_parser = parse_path)]
+    force_path: Option<IoPath>,
     /// Also sweep queue depth, chunk size, forced paths and allocation strategies.
     #[arg(long)]
     sweep: bool,
@@ -69,6 +73,7 @@ fn main() -> anyhow::Result<()> {
     opts.limit_depth = a.limit_depth;
     opts.sweep = a.sweep;
     opts.config = Config {
+        force_io_path: a.force_path,
         queue_depth: a.queue_depth,
         chunk_size: a.chunk_kib.map(|k| k << 10),
         ..Config::default()
@@ -96,4 +101,18 @@ fn nix_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
+}
+
+fn parse_path(s: &str) -> Result<IoPath, String> {
+    Ok(match s {
+        "direct-registered" => IoPath::DirectRegistered,
+        "direct" => IoPath::Direct,
+        "buffered" => IoPath::Buffered,
+        "buffered-sync" => IoPath::BufferedSync,
+        _ => {
+            return Err(format!(
+                "unknown path {s:?} (direct-registered, direct, buffered, buffered-sync)"
+            ))
+        }
+    })
 }
