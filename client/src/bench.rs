@@ -1,7 +1,7 @@
 //! `dmabuf-loader bench`: what going through the service costs.
 //!
-//! Throughput (`bench FILE`): cold loads of the same file, interleaved round by round
-//! (service, in-process engine, service, engine, ...; page cache dropped before each), best and
+//! Throughput (`bench FILE`): cold loads of the same file, interleaved round by round in
+//! ABBA order (service, engine, engine, service, ...; page cache dropped before each), best and
 //! median of the rounds, then the core's own bench (`dmabuf_loader::bench`: device limit,
 //! status quo, engine) on the same file, so all four stand side by side with ratios.
 //!
@@ -111,7 +111,7 @@ pub fn throughput(
     };
 
     let (mut svc, mut eng) = (Vec::new(), Vec::new());
-    for round in 0..rounds {
+    let time_service = |log: &mut dyn Write, round: u32| -> Result<Duration> {
         drop_cache(file)?;
         let t = Instant::now();
         let f = File::open(file)?;
@@ -120,15 +120,16 @@ pub fn throughput(
             .map_err(anyhow::Error::new)
             .context("service load")?;
         let d = t.elapsed();
-        drop(r);
-        svc.push(d);
+        drop(r); // freeing the buffer is not part of either contender's time
         writeln!(
             log,
             "round {round}: service  {:>8.1} ms  {:>6.2} GiB/s",
             d.as_secs_f64() * 1e3,
             gib_s(size, d)
         )?;
-
+        Ok(d)
+    };
+    let time_engine = |log: &mut dyn Write, round: u32| -> Result<Duration> {
         drop_cache(file)?;
         let t = Instant::now();
         let f = File::open(file)?;
@@ -137,13 +138,23 @@ pub fn throughput(
             .context("in-process load")?;
         let d = t.elapsed();
         drop(l);
-        eng.push(d);
         writeln!(
             log,
             "round {round}: engine   {:>8.1} ms  {:>6.2} GiB/s",
             d.as_secs_f64() * 1e3,
             gib_s(size, d)
         )?;
+        Ok(d)
+    };
+    // ABBA order: a drift in disk speed within a run hits both contenders alike.
+    for round in 0..rounds {
+        if round % 2 == 0 {
+            svc.push(time_service(log, round)?);
+            eng.push(time_engine(log, round)?);
+        } else {
+            eng.push(time_engine(log, round)?);
+            svc.push(time_service(log, round)?);
+        }
     }
     let service_cold = stat(size, &mut svc);
     let engine_cold = stat(size, &mut eng);

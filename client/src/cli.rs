@@ -107,7 +107,7 @@ pub struct LoadArgs {
 pub struct BenchArgs {
     pub file: PathBuf,
     /// Rounds of each contender (best and median are shown).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 4)]
     pub rounds: u32,
     /// Only service vs in-process engine (skip the core bench's status quo and device limit).
     #[arg(long)]

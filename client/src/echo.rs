@@ -8,6 +8,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use dmabuf_loader_service::compat::aidl::HeapInfo::HeapInfo;
@@ -128,7 +129,7 @@ impl EchoServer {
         let conn = match &transport {
             Transport::Unix { path } => compat::connect_unix(path, ECHO_NAME, 1),
             Transport::Kernel { driver } => {
-                compat::connect_kernel(Some(Path::new(driver)), ECHO_NAME)
+                compat::connect_kernel(Some(Path::new(driver)), ECHO_NAME, Duration::from_secs(5))
             }
         }?;
         Ok(EchoServer {

@@ -171,10 +171,12 @@ mod imp {
     }
 
     /// Connects to `name` on kernel binder through the service manager of `driver`
-    /// (default: /dev/binderfs/binder, else /dev/binder). Waits for the service to register.
+    /// (default: /dev/binderfs/binder, else /dev/binder). Waits up to `wait` for the service
+    /// to register (a service starting at the same time as its first client).
     pub fn connect_kernel<T: ?Sized + rsbinder::FromIBinder>(
         driver: Option<&Path>,
         name: &str,
+        wait: std::time::Duration,
     ) -> anyhow::Result<Connection<T>> {
         let mut kernel = rsbinder::entry::KernelEndpoint::default();
         if let Some(d) = driver {
@@ -182,10 +184,20 @@ mod imp {
         }
         let client = rsbinder::Client::open(rsbinder::Uri::new(kernel))
             .map_err(|e| anyhow!("opening kernel binder: {e:?}"))?;
-        let service = client
-            .get::<T>(name)
-            .map_err(|e| anyhow!("looking up {name} in the service manager: {e:?}"))?;
-        Ok(Connection { service, client })
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match client.try_get::<T>(name) {
+                Ok(Some(service)) => return Ok(Connection { service, client }),
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                Ok(None) => anyhow::bail!(
+                    "{name} is not registered with the service manager (waited {wait:?}); \
+                     is dmabuf-loader-service running?"
+                ),
+                Err(e) => anyhow::bail!("looking up {name} in the service manager: {e:?}"),
+            }
+        }
     }
 
     /// Connects to `name` over the unix socket `path`, with `connections` outgoing connections
@@ -309,8 +321,10 @@ mod imp {
     pub fn connect_kernel<T: ?Sized + binder::FromIBinder>(
         _driver: Option<&Path>,
         name: &str,
+        _wait: std::time::Duration,
     ) -> anyhow::Result<Connection<T>> {
         binder::ProcessState::start_thread_pool();
+        // servicemanager starts a declared (VINTF) HAL on demand; waitForService bounds itself.
         let service = binder::wait_for_interface::<T>(name)
             .map_err(|e| anyhow!("looking up {name} in servicemanager: {e:?}"))?;
         Ok(Connection { service })

@@ -17,6 +17,9 @@ use crate::compat::{self, Connection, Interface, ServerHandle, Strong};
 /// The instance name, as registered with the service manager and published on a socket.
 pub const SERVICE_NAME: &str = "vendor.dmabufloader.IDmabufLoader/default";
 
+/// How long a kernel-binder client waits for the service to register.
+pub const KERNEL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Kernel binder devices, in the order they are tried.
 pub const BINDER_DEVICES: [&str; 2] = ["/dev/binderfs/binder", "/dev/binder"];
 
@@ -81,7 +84,9 @@ pub fn serve(
 /// once over a socket (kernel binder has no such limit).
 pub fn connect(transport: &Transport, connections: u32) -> Result<Connection<dyn IDmabufLoader>> {
     match transport {
-        Transport::Kernel { driver } => compat::connect_kernel(Some(driver), SERVICE_NAME),
+        Transport::Kernel { driver } => {
+            compat::connect_kernel(Some(driver), SERVICE_NAME, KERNEL_WAIT)
+        }
         Transport::Unix { path } => compat::connect_unix(path, SERVICE_NAME, connections),
     }
 }
