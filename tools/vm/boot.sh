@@ -11,6 +11,8 @@ disks=$CACHE/disks
 mkdir -p "$CACHE/logs"
 logf=$CACHE/logs/$mode-$(date -u +%Y%m%dT%H%M%SZ).log
 ln -sfn "$(basename "$logf")" "$CACHE/logs/latest.log"
+# Keep the 30 newest logs.
+find "$CACHE/logs" -name '*.log' -type f -printf '%T@ %p\n' | sort -rn | tail -n +31 | cut -d' ' -f2- | xargs -r rm -f
 # The guest bounds each of its steps; this only catches a hung guest.
 timeout_s=${VM_TIMEOUT:-540}
 

@@ -25,10 +25,22 @@ json_field() {
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 shmem_kib() { awk '/^Shmem:/{print $2}' /proc/meminfo; }
 
+# section NAME: closes the previous section's timer, starts the next (RIG-INFO timing at the end).
+T_SECTION=$(now_ms) S_NAME=
+TIMINGS=
+section() {
+    t=$(now_ms)
+    [ -n "$S_NAME" ] && TIMINGS="$TIMINGS $S_NAME=$(awk "BEGIN {printf \"%.1f\", ($t - $T_SECTION) / 1000}")s"
+    S_NAME=$1 T_SECTION=$t
+}
+SUITE_START=$(now_ms)
+
 # ---------------------------------------------------------------------------------------------
+section self-check
 . /rig/check.sh
 
 # ---------------------------------------------------------------------------------------------
+section client-smoke
 step client-info
 if client info info; then pass client-info; else fail client-info "exit $rc"; fi
 step client-heaps
@@ -58,6 +70,7 @@ load_ok udmabuf /data/files/small-4097.bin '.'
 load_ok udmabuf /data/files/empty.bin '^NONE$'
 
 # ---------------------------------------------------------------------------------------------
+section vts
 step vts
 vts_start=$(now_ms)
 # Bounded: a VTS that waits forever for a missing service must not eat the whole run.
@@ -76,6 +89,7 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------
+section eio
 # Device EIO in the middle of a file: the documented error (ErrorCode IO_ERROR), and nothing left
 # behind: the service's fd count, the system's dma-buf count and shmem (udmabuf memfd pages).
 eio_load() {
@@ -108,6 +122,7 @@ if client eio-prefix load "/eio/$EIO_FILE" --heap udmabuf --length "$EIO_FILE_OF
 else fail eio-prefix-loads "exit $rc"; fi
 
 # ---------------------------------------------------------------------------------------------
+section sigkill
 # SIGKILL of the service mid-load: the supervisor restarts it, the client gets a dead-object
 # error, and the next call works.
 step kill-mid-load
@@ -145,5 +160,7 @@ bufs1=$(dmabuf_count)
 if [ "$bufs1" -le "$bufs0" ]; then pass kill-freed-buffers "dma-bufs $bufs0 -> $bufs1"
 else fail kill-freed-buffers "dma-bufs $bufs0 -> $bufs1"; fi
 
+section end
+info "timing: suite $(( ($(now_ms) - SUITE_START) / 1000 )) s, boot to suite start $(( SUITE_START / 1000 )) s;$TIMINGS"
 echo "RIG-SUMMARY test pass=$RIG_PASSES fail=$RIG_FAILS"
 [ "$RIG_FAILS" -eq 0 ]
