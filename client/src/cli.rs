@@ -73,6 +73,7 @@ pub struct JsonArg {
 
 #[derive(Args, Debug, Clone)]
 pub struct LoadArgs {
+    /// The file to load (opened read-only by this command; the service gets the fd).
     pub file: PathBuf,
     /// Heap to allocate from (default: the service's default).
     #[arg(long)]
@@ -105,6 +106,7 @@ pub struct LoadArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
+    /// The file to load (e.g. 1 GiB for throughput, 4 KiB for --latency).
     pub file: PathBuf,
     /// Rounds of each contender (best and median are shown).
     #[arg(long, default_value_t = 4)]
