@@ -383,9 +383,11 @@ fn direct(
     let mut note = None;
     let mut fixed_slice = None;
     if fixed {
-        let slots = (body_end - body_start).div_ceil(FIXED_SLICE as u64) as u32;
+        // A whole number of chunks per slice, so no read straddles two slots.
+        let slice = FIXED_SLICE.max(chunk) / chunk * chunk;
+        let slots = (body_end - body_start).div_ceil(slice as u64) as u32;
         match ring.enable_fixed(slots) {
-            Ok(()) => fixed_slice = Some(FIXED_SLICE),
+            Ok(()) => fixed_slice = Some(slice),
             Err(e) => {
                 drop(ring);
                 return Err(Attempt::Fallback {

@@ -825,3 +825,43 @@ fn io_uring_disabled_falls_back_to_pread() {
     }
     assert_eq!(fd_count(), before);
 }
+
+#[test]
+fn odd_chunk_sizes_and_depths_still_give_exact_bytes() {
+    let _g = lock();
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Loader>();
+    let data = pattern((20 << 20) + 999, 55);
+    let path = write_file(disk_dir(), "odd-chunks", &data);
+    for (qd, chunk) in [
+        (1u32, 4096usize),
+        (3, 3 << 20),
+        (7, 12 << 10),
+        (64, 5 << 20),
+    ] {
+        for &p in PATHS {
+            let loader = loader_with(|c| {
+                c.force_io_path = Some(p);
+                c.queue_depth = Some(qd);
+                c.chunk_size = Some(chunk);
+            });
+            let l = check_load(&loader, &path, &data, 512, None);
+            assert_eq!(
+                l.io_path,
+                on_heap(&l, p),
+                "QD{qd} chunk {chunk}: {}",
+                l.io_path_reason
+            );
+        }
+    }
+    assert!(Loader::new(Config {
+        chunk_size: Some(1000),
+        ..Default::default()
+    })
+    .is_err());
+    assert!(Loader::new(Config {
+        queue_depth: Some(0),
+        ..Default::default()
+    })
+    .is_err());
+}
