@@ -18,6 +18,8 @@ RSB_ROOT=$CACHE/rsbinder-tools-$RSBINDER_TOOLS_VERSION
 # The project's binaries that go into the guest: cargo package -> binary.
 PROJECT_PACKAGES=(dmabuf_loader_service dmabuf_loader_client vts_hal_dmabuf_loader)
 PROJECT_BINARIES=(dmabuf-loader-service dmabuf-loader VtsHalDmabufLoaderTargetTest)
+# The core engine's integration tests, copied out of cargo's deps dir into cache/bin.
+CORE_TESTS=dmabuf-loader-core-tests
 
 log() { printf '[vm %s] %s\n' "$(date -u +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

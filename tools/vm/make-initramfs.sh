@@ -37,6 +37,9 @@ for b in "${PROJECT_BINARIES[@]}"; do
     elif [ "$allow_missing" = --allow-missing-project ]; then log "initramfs: no $b (check mode)"
     else die "missing $TARGET_DIR/release/$b"; fi
 done
+if [ -x "$CACHE/bin/$CORE_TESTS" ] && [ "$allow_missing" != --allow-missing-project ]; then
+    bins+=("$CACHE/bin/$CORE_TESTS")
+fi
 for b in "${bins[@]}"; do
     strip --strip-debug -o "$root/usr/bin/$(basename "$b")" "$b"
     ldd "$b" | awk '/=> \//{print $3} /^\t\/[^ ]+ \(/{print $1}' | while read -r lib; do

@@ -89,6 +89,20 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------
+# The core engine's integration tests on this kernel's real dma-heap and udmabuf, scratch files
+# on ext4 over NVMe (so the direct path is real).
+section core-tests
+step core-tests
+mkdir -p /data/tmp/core
+DMABUF_LOADER_TEST_DIR=/data/tmp/core timeout 180 dmabuf-loader-core-tests > /tmp/core.out 2>&1
+core_rc=$?
+cat /tmp/core.out
+summary=$(grep -E '^test result:' /tmp/core.out | tail -n1)
+info "core-tests: $(echo "$summary" | sed 's/^test result: //') exit=$core_rc"
+if [ "$core_rc" -eq 0 ] && echo "$summary" | grep -q ' 0 failed'; then pass core-tests "$summary"
+else fail core-tests "exit $core_rc: ${summary:-no libtest summary}"; fi
+
+# ---------------------------------------------------------------------------------------------
 section eio
 # Device EIO in the middle of a file: the documented error (ErrorCode IO_ERROR), and nothing left
 # behind: the service's fd count, the system's dma-buf count and shmem (udmabuf memfd pages).
