@@ -59,11 +59,21 @@ pub struct ThroughputReport {
     /// In-process engine time / service time, best of rounds (1.0 = no cost for binder).
     pub service_vs_engine_best: f64,
     pub service_vs_engine_median: f64,
+    pub service_warm: Stat,
+    pub engine_warm: Stat,
+    pub service_vs_engine_warm_best: f64,
+    pub service_vs_engine_warm_median: f64,
     pub device_limit_cold: Option<Stat>,
     pub status_quo_cold: Option<Stat>,
     pub core_engine_cold: Option<Stat>,
     pub service_vs_status_quo: Option<f64>,
     pub service_vs_device_limit: Option<f64>,
+}
+
+fn warm_cache(path: &Path) -> Result<()> {
+    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    std::io::copy(&mut f, &mut std::io::sink()).context("reading the file into the page cache")?;
+    Ok(())
 }
 
 pub fn drop_cache(path: &Path) -> Result<()> {
@@ -111,8 +121,10 @@ pub fn throughput(
     };
 
     let (mut svc, mut eng) = (Vec::new(), Vec::new());
-    let time_service = |log: &mut dyn Write, round: u32| -> Result<Duration> {
-        drop_cache(file)?;
+    let time_service = |log: &mut dyn Write, round: u32, cold: bool| -> Result<Duration> {
+        if cold {
+            drop_cache(file)?;
+        }
         let t = Instant::now();
         let f = File::open(file)?;
         let r = session
@@ -120,44 +132,69 @@ pub fn throughput(
             .map_err(anyhow::Error::new)
             .context("service load")?;
         let d = t.elapsed();
+        let path = crate::bench::io_path_of(&r);
         drop(r); // freeing the buffer is not part of either contender's time
         writeln!(
             log,
-            "round {round}: service  {:>8.1} ms  {:>6.2} GiB/s",
+            "{} round {round}: service  {:>8.1} ms  {:>6.2} GiB/s  {path}",
+            if cold { "cold" } else { "warm" },
             d.as_secs_f64() * 1e3,
             gib_s(size, d)
         )?;
         Ok(d)
     };
-    let time_engine = |log: &mut dyn Write, round: u32| -> Result<Duration> {
-        drop_cache(file)?;
+    let time_engine = |log: &mut dyn Write, round: u32, cold: bool| -> Result<Duration> {
+        if cold {
+            drop_cache(file)?;
+        }
         let t = Instant::now();
         let f = File::open(file)?;
         let l = loader
             .load(f.as_fd(), &engine_req, &LoadControl::default())
             .context("in-process load")?;
         let d = t.elapsed();
+        let path = format!(
+            "{:?} (alloc {:.0} ms)",
+            l.io_path,
+            l.alloc_time.as_secs_f64() * 1e3
+        );
         drop(l);
         writeln!(
             log,
-            "round {round}: engine   {:>8.1} ms  {:>6.2} GiB/s",
+            "{} round {round}: engine   {:>8.1} ms  {:>6.2} GiB/s  {path}",
+            if cold { "cold" } else { "warm" },
             d.as_secs_f64() * 1e3,
             gib_s(size, d)
         )?;
         Ok(d)
     };
-    // ABBA order: a drift in disk speed within a run hits both contenders alike.
-    for round in 0..rounds {
-        if round % 2 == 0 {
-            svc.push(time_service(log, round)?);
-            eng.push(time_engine(log, round)?);
+    // ABBA order: a drift in disk speed within a run hits both contenders alike. Cold
+    // rounds first, then warm ones (file in the page cache: the CPU-bound copy path, where
+    // any per-load cost of binder shows most).
+    let (mut svc_warm, mut eng_warm) = (Vec::new(), Vec::new());
+    for cold in [true, false] {
+        if !cold {
+            warm_cache(file)?;
+        }
+        let (s, e) = if cold {
+            (&mut svc, &mut eng)
         } else {
-            eng.push(time_engine(log, round)?);
-            svc.push(time_service(log, round)?);
+            (&mut svc_warm, &mut eng_warm)
+        };
+        for round in 0..rounds {
+            if round % 2 == 0 {
+                s.push(time_service(log, round, cold)?);
+                e.push(time_engine(log, round, cold)?);
+            } else {
+                e.push(time_engine(log, round, cold)?);
+                s.push(time_service(log, round, cold)?);
+            }
         }
     }
     let service_cold = stat(size, &mut svc);
     let engine_cold = stat(size, &mut eng);
+    let service_warm = stat(size, &mut svc_warm);
+    let engine_warm = stat(size, &mut eng_warm);
     let mut report = ThroughputReport {
         file: file.display().to_string(),
         size,
@@ -165,8 +202,12 @@ pub fn throughput(
         heap: heap.clone(),
         service_vs_engine_best: engine_cold.best_ms / service_cold.best_ms,
         service_vs_engine_median: engine_cold.median_ms / service_cold.median_ms,
+        service_vs_engine_warm_best: engine_warm.best_ms / service_warm.best_ms,
+        service_vs_engine_warm_median: engine_warm.median_ms / service_warm.median_ms,
         service_cold,
         engine_cold,
+        service_warm,
+        engine_warm,
         device_limit_cold: None,
         status_quo_cold: None,
         core_engine_cold: None,
@@ -204,13 +245,25 @@ pub fn throughput(
     Ok(report)
 }
 
+fn io_path_of(r: &dmabuf_loader_service::compat::aidl::LoadResult::LoadResult) -> String {
+    format!(
+        "{} (alloc {:.0} ms)",
+        dmabuf_loader_service::convert::io_path_name(r.ioPath),
+        r.allocNanos as f64 / 1e6
+    )
+}
+
 fn gib_s(size: u64, d: Duration) -> f64 {
     size as f64 / (1u64 << 30) as f64 / d.as_secs_f64().max(1e-12)
 }
 
 impl ThroughputReport {
     pub fn print(&self, out: &mut dyn Write) -> std::io::Result<()> {
-        writeln!(out, "file {} ({} bytes), heap {}, cold (page cache dropped before each run), best of {} rounds", self.file, self.size, self.heap, self.rounds)?;
+        writeln!(
+            out,
+            "file {} ({} bytes), heap {}; cold (page cache dropped before each run), best of {} rounds:",
+            self.file, self.size, self.heap, self.rounds
+        )?;
         let row = |out: &mut dyn Write, name: &str, s: &Stat| {
             writeln!(
                 out,
@@ -230,6 +283,18 @@ impl ThroughputReport {
             out,
             "service / in-process engine: {:.3}x best, {:.3}x median (target >= 0.97)",
             self.service_vs_engine_best, self.service_vs_engine_median
+        )?;
+        writeln!(
+            out,
+            "warm (file in the page cache), best of {} rounds:",
+            self.rounds
+        )?;
+        row(out, "through the service (binder)", &self.service_warm)?;
+        row(out, "in-process engine", &self.engine_warm)?;
+        writeln!(
+            out,
+            "service / in-process engine, warm: {:.3}x best, {:.3}x median",
+            self.service_vs_engine_warm_best, self.service_vs_engine_warm_median
         )?;
         if let (Some(sq), Some(lim)) = (self.service_vs_status_quo, self.service_vs_device_limit) {
             writeln!(
