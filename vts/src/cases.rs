@@ -103,6 +103,10 @@ pub fn all() -> Vec<(String, CaseFn)> {
     }
 
     add("heaps.list".into(), Arc::new(|i, _| heaps_list(i)));
+    add(
+        "heaps.io_path_matches_service_info".into(),
+        Arc::new(io_path_matches_service_info),
+    );
     add("heaps.each_loads_correctly".into(), Arc::new(heaps_each));
     add(
         "heaps.read_only_not_writable".into(),
@@ -268,15 +272,37 @@ fn heaps(l: &Loader) -> Result<Vec<HeapInfo>> {
 }
 
 /// Checks a LoadResult's bookkeeping and the buffer's contents against `file[offset..+data]`.
+/// `heaps` are the heaps the result may come from: the one requested, or for an empty
+/// heapName all of getHeaps() (default first). A service may place a default-heap load it
+/// cannot fit in the default heap (udmabuf's size limit) in another one; that is reported,
+/// not failed, but the result must then describe that heap truthfully.
 fn check_result(
     r: &LoadResult,
-    heap: &HeapInfo,
+    heaps: &[HeapInfo],
     req: &LoadRequest,
     file: &Path,
     offset: u64,
     data: u64,
 ) -> Result<()> {
     let buf = r.buffer.as_ref().context("LoadResult.buffer is null")?;
+    if !req.heapName.is_empty() {
+        ensure!(
+            r.heapName == req.heapName,
+            "heapName {:?} != requested heap {:?}",
+            r.heapName,
+            req.heapName
+        );
+    }
+    let heap = heaps
+        .iter()
+        .find(|h| h.name == r.heapName)
+        .with_context(|| format!("heapName {:?} is none of {heaps:?}", r.heapName))?;
+    if req.heapName.is_empty() && heap.name != heaps[0].name {
+        eprintln!(
+            "note: a default-heap load of {data} bytes came from heap {:?}, not the default {:?}",
+            heap.name, heaps[0].name
+        );
+    }
     ensure!(
         r.dataLength == data as i64,
         "dataLength {} != {data}",
@@ -288,12 +314,6 @@ fn check_result(
         "bufferSize {} != {} ({data} rounded up to a page)",
         r.bufferSize,
         round_up_to_page(data)
-    );
-    ensure!(
-        r.heapName == heap.name,
-        "heapName {:?} != requested/default heap {:?}",
-        r.heapName,
-        heap.name
     );
     ensure!(
         r.bufferKind == heap.kind,
@@ -336,6 +356,31 @@ fn check_result(
         "heap {:?} says isDmaBuf={} but the fd's fdinfo exp_name is {exporter:?}",
         heap.name,
         heap.isDmaBuf
+    );
+    // udmabuf exports under its module name; a dma-heap under the heap's device name.
+    match heap.kind {
+        BufferKind::UDMABUF => ensure!(
+            exporter.as_deref() == Some("udmabuf"),
+            "heap {:?} is UDMABUF but the buffer's exporter is {exporter:?}",
+            heap.name
+        ),
+        BufferKind::DMA_HEAP => ensure!(
+            exporter.as_deref().is_some_and(|e| e != "udmabuf"),
+            "heap {:?} is DMA_HEAP but the buffer's exporter is {exporter:?}",
+            heap.name
+        ),
+        _ => {}
+    }
+    let direct = [
+        IoPath::DIRECT,
+        IoPath::DIRECT_REGISTERED,
+        IoPath::DMABUF_REGISTERED,
+    ];
+    ensure!(
+        heap.directIo || !direct.contains(&r.ioPath),
+        "heap {:?} says directIo=false, yet the load reports ioPath {:?}",
+        heap.name,
+        r.ioPath
     );
     verify_fd_contents(binder::fd(buf), want_size, file, offset, data)
         .with_context(|| format!("contents of a buffer from heap {:?}", heap.name))?;
@@ -505,7 +550,8 @@ fn load_and_check(
     length: i64,
     data: u64,
 ) -> Result<()> {
-    let heap = heaps(l)?.remove(0);
+    let hs = heaps(l)?;
+    let heap = &hs[0];
     let fd = open_ro(file)?;
     let req = request(offset as i64, length);
     match api {
@@ -533,14 +579,14 @@ fn load_and_check(
         }
         Api::Load => {
             let r = call(l.load(&fd, &req), "load")?;
-            check_result(&r, &heap, &req, file, offset, data)
+            check_result(&r, &hs, &req, file, offset, data)
         }
         Api::LoadAsync => {
             let out = start_async(l, &fd, &req)?.wait()?;
             match out.end {
                 End::Complete(r) => {
                     check_progress(&out.progress, data)?;
-                    check_result(&r, &heap, &req, file, offset, data)
+                    check_result(&r, &hs, &req, file, offset, data)
                 }
                 End::Error(c, m) if c == ErrorCode::BUSY.0 => {
                     Err(anyhow::Error::new(Busy(m)).context("loadAsync onError"))
@@ -624,7 +670,7 @@ fn checksum_xxh3(inst: &Instance, env: &Env) -> Result<()> {
     let size = MIB + 7;
     let file = env.pattern_file(size, 1)?;
     let (_c, l) = loader(inst)?;
-    let heap = heaps(&l)?.remove(0);
+    let hs = heaps(&l)?;
     for (offset, length) in [(0i64, -1i64), (13, 100_000)] {
         let req = LoadRequest {
             offset,
@@ -638,11 +684,11 @@ fn checksum_xxh3(inst: &Instance, env: &Env) -> Result<()> {
             length as u64
         };
         let r = call(l.load(&open_ro(&file)?, &req), "load with XXH3_64")?;
-        check_result(&r, &heap, &req, &file, offset as u64, data)
+        check_result(&r, &hs, &req, &file, offset as u64, data)
             .with_context(|| format!("load, range {offset}+{length}"))?;
         // The result that onComplete carries has the checksum too.
         match start_async(&l, &open_ro(&file)?, &req)?.wait()?.end {
-            End::Complete(r) => check_result(&r, &heap, &req, &file, offset as u64, data)
+            End::Complete(r) => check_result(&r, &hs, &req, &file, offset as u64, data)
                 .with_context(|| format!("loadAsync, range {offset}+{length}"))?,
             End::Error(c, m) => bail!("loadAsync with XXH3_64: {} ({c}): {m}", ec_name(c)),
         }
@@ -821,7 +867,8 @@ fn heaps_each(inst: &Instance, env: &Env) -> Result<()> {
             l.load(&open_ro(&file)?, &req),
             &format!("load on heap {:?}", h.name),
         )?;
-        check_result(&r, &h, &req, &file, 0, size).with_context(|| format!("heap {:?}", h.name))?;
+        check_result(&r, std::slice::from_ref(&h), &req, &file, 0, size)
+            .with_context(|| format!("heap {:?}", h.name))?;
         let buf = r.buffer.as_ref().context("no buffer")?;
         if h.isDmaBuf {
             // check_result already bracketed its read with SYNC; do it once more on its own.
@@ -858,7 +905,15 @@ fn heaps_each(inst: &Instance, env: &Env) -> Result<()> {
             };
             let what = format!("heap {:?}, range {offset}+{length}", h.name);
             let r = call(l.load(&open_ro(&big)?, &req), &what)?;
-            check_result(&r, &h, &req, &big, offset as u64, data).with_context(|| what.clone())?;
+            check_result(
+                &r,
+                std::slice::from_ref(&h),
+                &req,
+                &big,
+                offset as u64,
+                data,
+            )
+            .with_context(|| what.clone())?;
         }
     }
     Ok(())
@@ -899,7 +954,8 @@ fn heaps_read_only(inst: &Instance, env: &Env) -> Result<()> {
         }
         let r = call(res, &format!("load readOnly on heap {:?}", h.name))?;
         honoured.push(h.name.clone());
-        check_result(&r, &h, &req, &file, 0, size).with_context(|| what.clone())?;
+        check_result(&r, std::slice::from_ref(&h), &req, &file, 0, size)
+            .with_context(|| what.clone())?;
         let buf = r.buffer.as_ref().context("no buffer")?;
         let len = r.bufferSize as u64;
         os::expect_no_writable_mapping(binder::fd(buf), len, &what)?;
@@ -1248,7 +1304,7 @@ fn async_cancel_after_complete(inst: &Instance, env: &Env) -> Result<()> {
     let size = 5 * page_size() + 1;
     let file = env.pattern_file(size, 22)?;
     let (_c, l) = loader(inst)?;
-    let heap = heaps(&l)?.remove(0);
+    let hs = heaps(&l)?;
     let a = start_async(&l, &open_ro(&file)?, &LoadRequest::default())?;
     // Wait for the end by hand so the task stays usable afterwards.
     let deadline = Instant::now() + ASYNC_TIMEOUT;
@@ -1267,7 +1323,7 @@ fn async_cancel_after_complete(inst: &Instance, env: &Env) -> Result<()> {
     if let Ok(e) = a.rx.recv_timeout(QUIET_PERIOD) {
         bail!("cancel after onComplete produced an event: {e:?}");
     }
-    check_result(&result, &heap, &LoadRequest::default(), &file, 0, size)
+    check_result(&result, &hs, &LoadRequest::default(), &file, 0, size)
 }
 
 /// A request that cannot start (range past EOF) through loadAsync. The frozen AIDL allows two
@@ -1425,7 +1481,7 @@ fn async_truncated(inst: &Instance, env: &Env) -> Result<()> {
     let max = call(l.getServiceInfo(), "getServiceInfo")?.maxLoadBytes as u64;
     let size = (64 * MIB).min(max);
     let original = env.pattern_file(size, 1)?;
-    let heap = heaps(&l)?.remove(0);
+    let hs = heaps(&l)?;
     let path = env.path("truncate-me.bin");
     let mut changed = 0;
     let r = (|| {
@@ -1449,7 +1505,7 @@ fn async_truncated(inst: &Instance, env: &Env) -> Result<()> {
                 }
                 End::Complete(r) => {
                     // The load beat the truncation: it must hold the original bytes.
-                    check_result(&r, &heap, &LoadRequest::default(), &original, 0, size)
+                    check_result(&r, &hs, &LoadRequest::default(), &original, 0, size)
                         .context("a load that completed before the truncation")?;
                 }
             }
@@ -1462,4 +1518,55 @@ fn async_truncated(inst: &Instance, env: &Env) -> Result<()> {
     let _ = std::fs::remove_file(&path);
     r?;
     still_alive(&l)
+}
+
+/// The path a load reports must be one the service said it has: no io_uring path without
+/// ServiceInfo.ioUring, no dma-buf registration without ioUringDmabufRegbuf.
+fn io_path_matches_service_info(inst: &Instance, env: &Env) -> Result<()> {
+    let size = 4 * MIB + 7;
+    let file = env.pattern_file(size, 13)?;
+    let (_c, l) = loader(inst)?;
+    let si = call(l.getServiceInfo(), "getServiceInfo")?;
+    for h in heaps(&l)? {
+        let req = LoadRequest {
+            heapName: h.name.clone(),
+            ..Default::default()
+        };
+        let r = call(
+            l.load(&open_ro(&file)?, &req),
+            &format!("load on heap {:?}", h.name),
+        )?;
+        check_result(&r, std::slice::from_ref(&h), &req, &file, 0, size)?;
+        let uring = [
+            IoPath::DIRECT,
+            IoPath::DIRECT_REGISTERED,
+            IoPath::BUFFERED,
+            IoPath::DMABUF_REGISTERED,
+        ];
+        ensure!(
+            si.ioUring || !uring.contains(&r.ioPath),
+            "heap {:?}: ioPath {:?} although ServiceInfo.ioUring is false",
+            h.name,
+            r.ioPath
+        );
+        ensure!(
+            si.ioUringDmabufRegbuf || r.ioPath != IoPath::DMABUF_REGISTERED,
+            "heap {:?}: ioPath DMABUF_REGISTERED although ServiceInfo.ioUringDmabufRegbuf is false",
+            h.name
+        );
+        let path = match r.ioPath {
+            IoPath::DIRECT_REGISTERED => "DIRECT_REGISTERED",
+            IoPath::DIRECT => "DIRECT",
+            IoPath::BUFFERED => "BUFFERED",
+            IoPath::BUFFERED_SYNC => "BUFFERED_SYNC",
+            IoPath::DMABUF_REGISTERED => "DMABUF_REGISTERED",
+            IoPath::NONE => "NONE",
+            _ => "unknown",
+        };
+        eprintln!(
+            "note: heap {:?} (directIo={}): {size} cold bytes via {path} ({})",
+            h.name, h.directIo, r.ioPathReason
+        );
+    }
+    Ok(())
 }

@@ -87,15 +87,22 @@ impl Env {
         self.dir.path()
     }
 
-    /// A file of `size` bytes of the `seed` pattern (see [`os::pattern_word`]), created once.
+    /// A file of `size` bytes of the `seed` pattern (see [`os::pattern_word`]), created once,
+    /// dropped from the page cache each time it is handed out.
     pub fn pattern_file(&self, size: u64, seed: u64) -> Result<PathBuf> {
         let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = files.get(&(size, seed)) {
-            return Ok(p.clone());
-        }
-        let p = self.dir().join(format!("pattern-{size}-{seed}.bin"));
-        os::write_pattern_file(&p, size, seed)?;
-        files.insert((size, seed), p.clone());
+        let p = match files.get(&(size, seed)) {
+            Some(p) => p.clone(),
+            None => {
+                let p = self.dir().join(format!("pattern-{size}-{seed}.bin"));
+                os::write_pattern_file(&p, size, seed)?;
+                files.insert((size, seed), p.clone());
+                p
+            }
+        };
+        // Every case starts cold, so a service's O_DIRECT paths get exercised, not only its
+        // page-cache copies (the checks read the file back, which warms it again).
+        os::drop_page_cache(&p)?;
         Ok(p)
     }
 

@@ -58,7 +58,22 @@ pub fn write_pattern_file(path: &Path, size: u64, seed: u64) -> Result<()> {
             .with_context(|| format!("write {}", path.display()))?;
         pos += n;
     }
-    f.sync_all().ok();
+    // Clean pages only: dirty ones would stay in the cache on DONTNEED.
+    f.sync_all()
+        .with_context(|| format!("fsync {}", path.display()))?;
+    Ok(())
+}
+
+/// Drops a clean file's pages from the page cache (POSIX_FADV_DONTNEED; no root needed).
+pub fn drop_page_cache(path: &Path) -> Result<()> {
+    let f = File::open(path).with_context(|| format!("open {}", path.display()))?;
+    nix::fcntl::posix_fadvise(
+        &f,
+        0,
+        0,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    )
+    .with_context(|| format!("posix_fadvise(DONTNEED) on {}", path.display()))?;
     Ok(())
 }
 
