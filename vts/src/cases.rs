@@ -2,7 +2,7 @@
 //! documented in aidl/vendor/dmabufloader/ErrorCode.aidl.
 
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -80,6 +80,10 @@ pub fn all() -> Vec<(String, CaseFn)> {
         }
     }
     add("contents.checksum_xxh3".into(), Arc::new(checksum_xxh3));
+    add(
+        "contents.memfd_source".into(),
+        Arc::new(|i, _| memfd_source(i)),
+    );
     add(
         "contents.client_fd_untouched".into(),
         Arc::new(client_fd_untouched),
@@ -1567,6 +1571,34 @@ fn io_path_matches_service_info(inst: &Instance, env: &Env) -> Result<()> {
             "note: heap {:?} (directIo={}): {size} cold bytes via {path} ({})",
             h.name, h.directIo, r.ioPathReason
         );
+    }
+    Ok(())
+}
+
+/// A memfd is a regular file too, on shmem, which refuses O_DIRECT: the service must fall back
+/// to a path that works rather than fail.
+fn memfd_source(inst: &Instance) -> Result<()> {
+    use std::io::Write as _;
+    let size = 3 * MIB + 11;
+    let fd = nix::sys::memfd::memfd_create("vts-source", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+        .context("memfd_create")?;
+    let mut f = File::from(fd);
+    let mut bytes = Vec::with_capacity(size as usize + 8);
+    for w in 0..size.div_ceil(8) {
+        bytes.extend_from_slice(&os::pattern_word(61, w).to_le_bytes());
+    }
+    bytes.truncate(size as usize);
+    f.write_all(&bytes).context("fill the memfd")?;
+    let (_c, l) = loader(inst)?;
+    let hs = heaps(&l)?;
+    // Checked against /proc/self/fd/N: the memfd's own path.
+    let path = std::path::PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
+    for (offset, length) in [(0i64, -1i64), (4097, 100_003)] {
+        let req = request(offset, length);
+        let data = if length < 0 { size } else { length as u64 };
+        let r = call(l.load(&pfd(f.try_clone()?), &req), "load of a memfd")?;
+        check_result(&r, &hs, &req, &path, offset as u64, data)
+            .with_context(|| format!("memfd source, range {offset}+{length}"))?;
     }
     Ok(())
 }
