@@ -1081,7 +1081,7 @@ fn bad_directory(inst: &Instance, env: &Env) -> Result<()> {
 }
 
 fn bad_o_path(inst: &Instance, env: &Env) -> Result<()> {
-    let (c, l) = loader(inst)?;
+    let (_c, l) = loader(inst)?;
     let file = env.pattern_file(page_size(), 3)?;
     let fd = os::open_with(&file, OFlag::O_PATH)?;
     let p = pfd(fd);
@@ -1104,7 +1104,15 @@ fn bad_o_path(inst: &Instance, env: &Env) -> Result<()> {
             )?,
         }
     }
-    drop(c);
+    if !kernel {
+        expect_async_refused(
+            &l,
+            &p,
+            &LoadRequest::default(),
+            ErrorCode::PATH_ONLY_FD,
+            "loadAsync(O_PATH fd)",
+        )?;
+    }
     still_alive(&l)
 }
 
