@@ -99,15 +99,31 @@ impl Session {
     pub fn load_async(&self, file: impl AsFd, req: &LoadRequest) -> Result<CallResult<AsyncLoad>> {
         let pfd = pfd_of(file)?;
         let (tx, rx) = mpsc::channel();
+        let on_death = Mutex::new(tx.clone());
         let callback =
             dmabuf_loader_service::new_binder!(BnLoadCallback, Callback { tx: Mutex::new(tx) });
-        Ok(
-            call(self.proxy().loadAsync(&pfd, req, &callback)).map(|task| AsyncLoad {
-                task,
-                events: rx,
-                _callback: callback,
-            }),
-        )
+        let task = match call(self.proxy().loadAsync(&pfd, req, &callback)) {
+            Ok(task) => task,
+            Err(e) => return Ok(Err(e)),
+        };
+        // If the service dies mid-load no callback will ever come: without this the client
+        // would wait for its whole timeout. Kernel binder reports the death of the task's
+        // process; the waiter gets a dead-object error at once.
+        let death = compat::link_to_death(task.as_binder(), move || {
+            let _ = on_death
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .send(Event::Error(CallError::Binder(
+                    "DeadObject: the service died during the async load".into(),
+                )));
+        })
+        .context("asking for the service's death notification")?;
+        Ok(Ok(AsyncLoad {
+            task,
+            events: rx,
+            _callback: callback,
+            _death: death,
+        }))
     }
 }
 
@@ -172,6 +188,8 @@ pub struct AsyncLoad {
     pub task: Strong<dyn ILoadTask>,
     pub events: mpsc::Receiver<Event>,
     _callback: Strong<dyn ILoadCallback>,
+    /// Turns the service's death into an `Event::Error`; dropping it unregisters.
+    _death: compat::DeathLink,
 }
 
 impl AsyncLoad {
