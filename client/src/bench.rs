@@ -56,6 +56,12 @@ pub struct ThroughputReport {
     pub heap: String,
     pub service_cold: Stat,
     pub engine_cold: Stat,
+    /// Median of (client round trip - the service's own engine time) over every service load,
+    /// minus the same for the in-process engine (wall time - its own time): the cost of
+    /// binder, fd passing and the service's bookkeeping per load.
+    pub service_overhead_ms: f64,
+    /// That overhead as a share of the median cold load through the service.
+    pub overhead_share: f64,
     /// In-process engine time / service time, best of rounds (1.0 = no cost for binder).
     pub service_vs_engine_best: f64,
     pub service_vs_engine_median: f64,
@@ -123,6 +129,11 @@ pub fn throughput(
     };
 
     let (mut svc, mut eng) = (Vec::new(), Vec::new());
+    // Round trip minus the service's own engine time: what binder and the service add.
+    let overheads = std::cell::RefCell::new(Vec::new());
+    // The same for the in-process engine: work after its own clock stops (unmapping the
+    // buffer, ...) that both contenders pay; subtracted so only binder's share remains.
+    let engine_tails = std::cell::RefCell::new(Vec::new());
     let time_service = |log: &mut dyn Write, round: u32, cold: bool| -> Result<Duration> {
         if cold {
             drop_cache(file)?;
@@ -134,6 +145,9 @@ pub fn throughput(
             .map_err(anyhow::Error::new)
             .context("service load")?;
         let d = t.elapsed();
+        overheads
+            .borrow_mut()
+            .push(d.saturating_sub(Duration::from_nanos(r.totalNanos.max(0) as u64)));
         let path = crate::bench::io_path_of(&r);
         drop(r); // freeing the buffer is not part of either contender's time
         writeln!(
@@ -155,6 +169,9 @@ pub fn throughput(
             .load(f.as_fd(), &engine_req, &LoadControl::default())
             .context("in-process load")?;
         let d = t.elapsed();
+        engine_tails
+            .borrow_mut()
+            .push(d.saturating_sub(l.total_time));
         let path = format!(
             "{:?} (alloc {:.0} ms)",
             l.io_path,
@@ -193,6 +210,12 @@ pub fn throughput(
             }
         }
     }
+    let median_ms = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2].as_secs_f64() * 1e3
+    };
+    let service_overhead_ms =
+        (median_ms(overheads.into_inner()) - median_ms(engine_tails.into_inner())).max(0.0);
     let service_cold = stat(size, &mut svc);
     let engine_cold = stat(size, &mut eng);
     let service_warm = stat(size, &mut svc_warm);
@@ -202,6 +225,8 @@ pub fn throughput(
         size,
         rounds,
         heap: heap.clone(),
+        service_overhead_ms,
+        overhead_share: service_overhead_ms / service_cold.median_ms,
         service_vs_engine_best: engine_cold.best_ms / service_cold.best_ms,
         service_vs_engine_median: engine_cold.median_ms / service_cold.median_ms,
         service_vs_engine_warm_best: engine_warm.best_ms / service_warm.best_ms,
@@ -300,6 +325,14 @@ impl ThroughputReport {
             out,
             "service / in-process engine: {:.3}x best, {:.3}x median (target >= 0.97)",
             self.service_vs_engine_best, self.service_vs_engine_median
+        )?;
+        writeln!(
+            out,
+            "binder + service overhead per load (round trip - engine time, vs in-process): {:.3} ms \
+             = {:.4}% of a cold load (=> service/engine {:.4}x without disk noise)",
+            self.service_overhead_ms,
+            self.overhead_share * 100.0,
+            1.0 - self.overhead_share
         )?;
         writeln!(
             out,
