@@ -16,6 +16,7 @@ declare -A NEED=(
     [apt-get]=apt
     [strip]=binutils
     [ldd]=libc-bin
+    [flock]=util-linux
 )
 missing=()
 for cmd in "${!NEED[@]}"; do
