@@ -865,3 +865,45 @@ fn odd_chunk_sizes_and_depths_still_give_exact_bytes() {
     })
     .is_err());
 }
+
+/// A real device read error (the tools/vm rig's blkdebug disk: DMABUF_LOADER_EIO_FILE names a
+/// file whose block at DMABUF_LOADER_EIO_OFFSET fails) is an `Io` error on every path and
+/// provider, with nothing left behind; the bytes before it still load. Without such a file
+/// (a plain host) there is no device fault to inject and the test only says so.
+#[test]
+fn device_read_error_is_an_io_error() {
+    let _g = lock();
+    let Some(file) = std::env::var_os("DMABUF_LOADER_EIO_FILE") else {
+        eprintln!("no DMABUF_LOADER_EIO_FILE: no injectable device fault on this machine");
+        return;
+    };
+    let bad_at: u64 = std::env::var("DMABUF_LOADER_EIO_OFFSET")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let loader = Loader::new(Config::default()).unwrap();
+    for h in loader.heaps() {
+        for &p in PATHS {
+            let forced = loader_with(|c| c.force_io_path = Some(p));
+            let f = File::open(&file).unwrap();
+            let before = fd_count();
+            let req = LoadRequest {
+                heap: Some(h.name.clone()),
+                ..Default::default()
+            };
+            let e = forced
+                .load(f.as_fd(), &req, &LoadControl::default())
+                .expect_err("EIO");
+            assert_eq!(e.kind, ErrorKind::Io, "{} {p:?}: {e}", h.name);
+            assert_eq!(fd_count(), before, "{} {p:?}: fd leak", h.name);
+            let head = LoadRequest {
+                length: Some(bad_at),
+                ..req
+            };
+            let l = forced
+                .load(f.as_fd(), &head, &LoadControl::default())
+                .unwrap();
+            assert_eq!(l.data_len, bad_at);
+        }
+    }
+}
