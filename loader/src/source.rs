@@ -115,6 +115,26 @@ pub fn current_size(fd: BorrowedFd<'_>, is_block_device: bool) -> Result<u64> {
     Ok(st.st_size as u64)
 }
 
+/// Opens `/proc/self/fd/N` read-only without O_DIRECT: a new open file description of the
+/// same inode (checked), for the paths that read at unaligned offsets.
+fn reopen_without_direct(
+    fd: &OwnedFd,
+    st: &nix::sys::stat::FileStat,
+) -> std::result::Result<OwnedFd, String> {
+    let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let new = nix::fcntl::open(
+        proc_path.as_str(),
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("open {proc_path}: {e}"))?;
+    let nst = fstat(&new).map_err(|e| format!("fstat of the reopen: {e}"))?;
+    if (nst.st_dev, nst.st_ino) != (st.st_dev, st.st_ino) {
+        return Err("the reopen is not the same inode".into());
+    }
+    Ok(new)
+}
+
 /// Validates `fd` and the range of `req` against `config`.
 pub fn validate(fd: BorrowedFd<'_>, req: &LoadRequest, config: &Config) -> Result<Source> {
     let raw = fd.as_raw_fd();
@@ -183,6 +203,20 @@ pub fn validate(fd: BorrowedFd<'_>, req: &LoadRequest, config: &Config) -> Resul
         .as_fd()
         .try_clone_to_owned()
         .map_err(|e| LoadError::new(ErrorKind::Internal, anyhow!("dup of fd {raw}: {e}")))?;
+    // A client description opened with O_DIRECT would make every buffered/pread read on our
+    // dup (which shares it) fail with EINVAL at unaligned offsets. Read through a NEW
+    // description without O_DIRECT instead (the checks above already refused O_PATH and
+    // write-only fds), never by changing the client's flags.
+    let dup = if flags.contains(OFlag::O_DIRECT) {
+        reopen_without_direct(&dup, &st).map_err(|e| {
+            LoadError::new(
+                ErrorKind::Io,
+                anyhow!("fd {raw} ({path}) is O_DIRECT and could not be reopened without it: {e}"),
+            )
+        })?
+    } else {
+        dup
+    };
     Ok(Source {
         fd: dup,
         dev: st.st_dev,
