@@ -85,6 +85,10 @@ pub fn all() -> Vec<(String, CaseFn)> {
         Arc::new(|i, _| memfd_source(i)),
     );
     add(
+        "contents.source_opened_o_direct".into(),
+        Arc::new(source_opened_o_direct),
+    );
+    add(
         "contents.client_fd_untouched".into(),
         Arc::new(client_fd_untouched),
     );
@@ -1608,5 +1612,40 @@ fn memfd_source(inst: &Instance) -> Result<()> {
         check_result(&r, &hs, &req, &path, offset as u64, data)
             .with_context(|| format!("memfd source, range {offset}+{length}"))?;
     }
+    Ok(())
+}
+
+/// The client's own fd may carry O_DIRECT. The service must still load any range correctly
+/// (an unaligned pread on that description would fail with EINVAL) and leave the flag alone.
+fn source_opened_o_direct(inst: &Instance, env: &Env) -> Result<()> {
+    let size = 2 * MIB + 4099;
+    let file = env.pattern_file(size, 62)?;
+    let fd = match os::open_with(&file, OFlag::O_RDONLY | OFlag::O_DIRECT) {
+        Ok(fd) => fd,
+        Err(e) => {
+            // tmpfs and some filesystems refuse O_DIRECT opens: nothing to test here.
+            eprintln!("note: the scratch filesystem refuses O_DIRECT ({e:#}); case not exercised");
+            return Ok(());
+        }
+    };
+    let (_c, l) = loader(inst)?;
+    let hs = heaps(&l)?;
+    let f = File::from(fd);
+    for (offset, length) in [(0i64, -1i64), (13, 70_001), (4096, -1)] {
+        let req = request(offset, length);
+        let data = if length < 0 {
+            size - offset as u64
+        } else {
+            length as u64
+        };
+        let r = call(l.load(&pfd(f.try_clone()?), &req), "load of an O_DIRECT fd")?;
+        check_result(&r, &hs, &req, &file, offset as u64, data)
+            .with_context(|| format!("O_DIRECT source, range {offset}+{length}"))?;
+    }
+    let flags = OFlag::from_bits_truncate(nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GETFL)?);
+    ensure!(
+        flags.contains(OFlag::O_DIRECT),
+        "the client's O_DIRECT flag was cleared"
+    );
     Ok(())
 }
