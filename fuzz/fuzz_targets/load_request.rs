@@ -87,7 +87,9 @@ fn fixture() -> &'static Fixture {
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u32).wrapping_mul(2654435761).to_le_bytes()[3] ^ seed).collect()
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2654435761).to_le_bytes()[3] ^ seed)
+        .collect()
 }
 
 fn fd_count() -> usize {
@@ -160,10 +162,19 @@ fuzz_target!(|input: Input| {
             offset,
             length,
             read_only: input.read_only,
-            checksum: if input.checksum { ChecksumType::Xxh3_64 } else { ChecksumType::None },
+            checksum: if input.checksum {
+                ChecksumType::Xxh3_64
+            } else {
+                ChecksumType::None
+            },
             name: None,
         };
-        let loader = &f.loaders.iter().find(|(p, _)| std::mem::discriminant(p) == std::mem::discriminant(&input.path)).unwrap().1;
+        let loader = &f
+            .loaders
+            .iter()
+            .find(|(p, _)| std::mem::discriminant(p) == std::mem::discriminant(&input.path))
+            .unwrap()
+            .1;
         let result = loader.load(fd.as_fd(), &req, &LoadControl::default());
         match (&result, &data) {
             (Ok(loaded), Some(data)) => {
@@ -172,16 +183,31 @@ fuzz_target!(|input: Input| {
                     Some(l) => start + l as usize,
                     None => data.len(),
                 };
-                assert!(end <= data.len() && start <= end, "accepted a range outside the file: {req:?}");
+                assert!(
+                    end <= data.len() && start <= end,
+                    "accepted a range outside the file: {req:?}"
+                );
                 let want = &data[start..end];
                 assert_eq!(loaded.data_len, want.len() as u64);
                 assert!(loaded.buffer_size >= loaded.data_len);
-                assert!(loaded.data_len <= MAX_LOAD, "load over the size limit was accepted");
+                assert!(
+                    loaded.data_len <= MAX_LOAD,
+                    "load over the size limit was accepted"
+                );
                 let got = read_all(&loaded.fd, loaded.buffer_size as usize);
-                assert!(got[..want.len()] == *want, "contents differ for {req:?} via {:?}", loaded.io_path);
-                assert!(got[want.len()..].iter().all(|&b| b == 0), "padding not zero");
+                assert!(
+                    got[..want.len()] == *want,
+                    "contents differ for {req:?} via {:?}",
+                    loaded.io_path
+                );
+                assert!(
+                    got[want.len()..].iter().all(|&b| b == 0),
+                    "padding not zero"
+                );
             }
-            (Ok(loaded), None) => panic!("a non-file source loaded: {:?} -> {loaded:?}", input.source),
+            (Ok(loaded), None) => {
+                panic!("a non-file source loaded: {:?} -> {loaded:?}", input.source)
+            }
             (Err(e), _) => {
                 let heap_ok = match input.heap.as_deref() {
                     None | Some("") | Some("auto") => true,

@@ -17,14 +17,14 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::process::{Child, Command, Stdio};
 use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
-use dmabuf_loader_service::compat::aidl::ILoadCallback::{BnLoadCallback, ILoadCallback};
 use dmabuf_loader_service::compat::aidl::IDmabufLoader::IDmabufLoader;
+use dmabuf_loader_service::compat::aidl::ILoadCallback::{BnLoadCallback, ILoadCallback};
 use dmabuf_loader_service::compat::aidl::LoadResult::LoadResult;
 use dmabuf_loader_service::compat::{self, Connection, Interface, ParcelFileDescriptor, Strong};
 use dmabuf_loader_service::SERVICE_NAME;
@@ -88,14 +88,24 @@ impl ILoadCallback for Callback {
 }
 
 fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
 
 fn fd_list(pid: u32) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .filter_map(|e| e.ok())
-        .map(|e| format!("{}->{}", e.file_name().to_string_lossy(), std::fs::read_link(e.path()).map(|p| p.display().to_string()).unwrap_or_default()))
+        .map(|e| {
+            format!(
+                "{}->{}",
+                e.file_name().to_string_lossy(),
+                std::fs::read_link(e.path())
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            )
+        })
         .collect();
     v.sort();
     v
@@ -109,7 +119,8 @@ fn fixture() -> &'static Fixture {
         let dir = tempfile::tempdir_in(&base).unwrap();
         let files = dir.path().to_path_buf();
         let mut data = File::create(files.join("data")).unwrap();
-        data.write_all(&(0..100_000u32).map(|i| i as u8).collect::<Vec<_>>()).unwrap();
+        data.write_all(&(0..100_000u32).map(|i| i as u8).collect::<Vec<_>>())
+            .unwrap();
         File::create(files.join("empty")).unwrap();
         let socket = files.join("svc.sock");
         let bin = std::env::var_os("DMABUF_SERVICE_BIN")
@@ -117,7 +128,14 @@ fn fixture() -> &'static Fixture {
         let log = File::create(files.join("service.log")).unwrap();
         let server = Command::new(bin)
             .args(["--socket".as_ref(), socket.as_os_str()])
-            .args(["--max-load-bytes", "1M", "--max-bytes-in-flight", "4M", "--max-concurrent-loads", "4"])
+            .args([
+                "--max-load-bytes",
+                "1M",
+                "--max-bytes-in-flight",
+                "4M",
+                "--max-concurrent-loads",
+                "4",
+            ])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)
@@ -125,7 +143,10 @@ fn fixture() -> &'static Fixture {
             .unwrap();
         let start = Instant::now();
         while !socket.exists() {
-            assert!(start.elapsed() < Duration::from_secs(20), "service did not start");
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "service did not start"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -133,7 +154,14 @@ fn fixture() -> &'static Fixture {
         conn.service.getHeaps().unwrap();
         std::thread::sleep(Duration::from_millis(200));
         let baseline_fds = fd_count(server.id());
-        Fixture { _dir: dir, files, socket, conn: Mutex::new(conn), server: Mutex::new(server), baseline_fds: baseline_fds.into() }
+        Fixture {
+            _dir: dir,
+            files,
+            socket,
+            conn: Mutex::new(conn),
+            server: Mutex::new(server),
+            baseline_fds: baseline_fds.into(),
+        }
     })
 }
 
@@ -151,7 +179,11 @@ fn open_fd(files: &std::path::Path, kind: &FdKind) -> OwnedFd {
             .open(&data)
             .unwrap()
             .into(),
-        FdKind::WriteOnly => std::fs::OpenOptions::new().write(true).open(&data).unwrap().into(),
+        FdKind::WriteOnly => std::fs::OpenOptions::new()
+            .write(true)
+            .open(&data)
+            .unwrap()
+            .into(),
     }
 }
 
@@ -171,8 +203,7 @@ fuzz_target!(|input: Input| {
                 Piece::Fd(kind) => data.write(&ParcelFileDescriptor::new(open_fd(&f.files, kind))),
                 Piece::NullFd => data.write(&Option::<ParcelFileDescriptor>::None),
                 Piece::Callback => {
-                    let cb: Strong<dyn ILoadCallback> =
-                        BnLoadCallback::new_binder(Callback);
+                    let cb: Strong<dyn ILoadCallback> = BnLoadCallback::new_binder(Callback);
                     data.write(&cb)
                 }
             };
@@ -183,14 +214,19 @@ fuzz_target!(|input: Input| {
     }
     let pid = f.server.lock().unwrap().id();
     if let Ok(Some(status)) = f.server.lock().unwrap().try_wait() {
-        panic!("the service died ({status}) on {input:?}; its log: {}", f.files.join("service.log").display());
+        panic!(
+            "the service died ({status}) on {input:?}; its log: {}",
+            f.files.join("service.log").display()
+        );
     }
     // Still serving. rsbinder closes the session of a client whose parcel does not parse:
     // that client is gone, but the service must serve a new one.
     if conn.service.getHeaps().is_err() {
         *conn = compat::connect_unix::<dyn IDmabufLoader>(&f.socket, SERVICE_NAME, 2)
             .expect("the service no longer accepts connections");
-        conn.service.getHeaps().expect("the service stopped answering");
+        conn.service
+            .getHeaps()
+            .expect("the service stopped answering");
         settle_and_rebase(f, pid);
     }
     drop(conn);
@@ -221,5 +257,6 @@ fn settle_and_rebase(f: &Fixture, pid: u32) {
         }
         last = now;
     }
-    f.baseline_fds.store(last, std::sync::atomic::Ordering::Relaxed);
+    f.baseline_fds
+        .store(last, std::sync::atomic::Ordering::Relaxed);
 }
