@@ -1278,7 +1278,9 @@ fn async_cancel(inst: &Instance, env: &Env) -> Result<()> {
     let r = (|| {
         for attempt in 0..5 {
             let a = start_async(&l, &open_ro(&path)?, &LoadRequest::default())?;
+            let t0 = Instant::now();
             call(a.task.cancel(), "cancel")?;
+            let cancel_took = t0.elapsed();
             // A second cancel does nothing.
             call(a.task.cancel(), "second cancel")?;
             let out = a.wait().with_context(|| format!("attempt {attempt}"))?;
@@ -1295,7 +1297,14 @@ fn async_cancel(inst: &Instance, env: &Env) -> Result<()> {
                     landed += 1;
                 }
                 End::Complete(r) => {
-                    // The load beat the cancel; legal, but then it must be a whole buffer.
+                    // A load may beat the cancel only if it is small: cancel() returned
+                    // within {cancel_took:?} of loadAsync(), and no service fills 64 MiB of
+                    // pages that fast. Then it must at least be a whole buffer.
+                    ensure!(
+                        size < 64 * MIB,
+                        "attempt {attempt}: a {size}-byte load completed although cancel() \
+                         returned {cancel_took:?} after loadAsync(): the cancel was ignored"
+                    );
                     ensure!(
                         r.dataLength == size as i64,
                         "a load that beat cancel has dataLength {}",
