@@ -28,6 +28,7 @@ pub struct ReadRing {
     mem: Option<Arc<Mapping>>,
     slots: Vec<Option<Range<usize>>>,
     in_flight: usize,
+    force_async: bool,
 }
 
 /// Builds a ring; tries SINGLE_ISSUER|DEFER_TASKRUN (6.1+: completions run in our thread
@@ -56,11 +57,18 @@ impl ReadRing {
             mem: Some(mem),
             slots: Vec::new(),
             in_flight: 0,
+            force_async: false,
         })
     }
 
     fn mem(&self) -> &Mapping {
         self.mem.as_deref().expect("mapping present until finish")
+    }
+
+    /// Issue every read from an io-wq worker (IOSQE_ASYNC): a plain blocking read per worker
+    /// instead of io_uring's non-blocking attempt + page-wait retries.
+    pub fn set_force_async(&mut self, on: bool) {
+        self.force_async = on;
     }
 
     /// Number of reads submitted and not yet reaped.
@@ -128,6 +136,11 @@ impl ReadRing {
                 .build(),
         }
         .user_data(user_data);
+        let sqe = if self.force_async {
+            sqe.flags(io_uring::squeue::Flags::ASYNC)
+        } else {
+            sqe
+        };
         loop {
             // SAFETY: the target range is inside the mapping we own (checked above) and stays
             // mapped until the read completes (`finish`/`Drop` wait for it); the fd is
