@@ -89,6 +89,10 @@ pub fn all() -> Vec<(String, CaseFn)> {
         Arc::new(source_opened_o_direct),
     );
     add(
+        "contents.buffers_are_private".into(),
+        Arc::new(buffers_are_private),
+    );
+    add(
         "contents.client_fd_untouched".into(),
         Arc::new(client_fd_untouched),
     );
@@ -1656,5 +1660,60 @@ fn source_opened_o_direct(inst: &Instance, env: &Env) -> Result<()> {
         flags.contains(OFlag::O_DIRECT),
         "the client's O_DIRECT flag was cleared"
     );
+    Ok(())
+}
+
+/// Two loads of one file give two buffers: writing into one changes neither the other nor the
+/// file (no shared or cached buffer, no mapping of the page cache handed out), on every heap.
+fn buffers_are_private(inst: &Instance, env: &Env) -> Result<()> {
+    let size = 3 * page_size() + 17;
+    let file = env.pattern_file(size, 71)?;
+    let (_c, l) = loader(inst)?;
+    for h in heaps(&l)? {
+        let req = LoadRequest {
+            heapName: h.name.clone(),
+            ..Default::default()
+        };
+        let what = format!("heap {:?}", h.name);
+        let a = call(l.load(&open_ro(&file)?, &req), &what)?;
+        let b = call(l.load(&open_ro(&file)?, &req), &what)?;
+        let (fa, fb) = (
+            a.buffer.as_ref().context("no buffer")?,
+            b.buffer.as_ref().context("no buffer")?,
+        );
+        let (sa, sb) = (
+            nix::sys::stat::fstat(binder::fd(fa))?,
+            nix::sys::stat::fstat(binder::fd(fb))?,
+        );
+        ensure!(
+            (sa.st_dev, sa.st_ino) != (sb.st_dev, sb.st_ino),
+            "{what}: two loads returned the same buffer (inode {})",
+            sa.st_ino
+        );
+        let len = a.bufferSize as u64;
+        let m = os::Mapping::new(
+            binder::fd(fa),
+            len,
+            nix::sys::mman::ProtFlags::PROT_READ | nix::sys::mman::ProtFlags::PROT_WRITE,
+        )
+        .map_err(|e| anyhow!("{what}: mmap PROT_WRITE of a writable result: {e}"))?;
+        if h.isDmaBuf {
+            os::dma_buf_begin_cpu_write(binder::fd(fa))?;
+        }
+        m.fill(0xa5);
+        if h.isDmaBuf {
+            os::dma_buf_end_cpu_write(binder::fd(fa))?;
+        }
+        drop(m);
+        verify_fd_contents(binder::fd(fb), b.bufferSize as u64, &file, 0, size)
+            .with_context(|| format!("{what}: the second buffer after writing into the first"))?;
+        let on_disk = os::read_range(&file, 0, size)?;
+        ensure!(
+            on_disk.iter().enumerate().all(|(i, &byte)| {
+                byte == os::pattern_word(71, i as u64 / 8).to_le_bytes()[i % 8]
+            }),
+            "{what}: writing into a returned buffer changed the file"
+        );
+    }
     Ok(())
 }

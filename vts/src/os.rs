@@ -124,6 +124,14 @@ impl Mapping {
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<u8>(), self.len) }
     }
 
+    /// Writes `byte` over the whole mapping, which must have been mapped PROT_WRITE.
+    pub fn fill(&self, byte: u8) {
+        // SAFETY: the mapping is `len` bytes of shared memory we mapped PROT_READ|PROT_WRITE
+        // (callers only fill writable mappings); no Rust reference into it is alive (`bytes`
+        // borrows `self`, and `fill` takes `&self` only between such borrows in the cases).
+        unsafe { std::ptr::write_bytes(self.ptr.as_ptr().cast::<u8>(), byte, self.len) }
+    }
+
     /// mprotect(PROT_READ|PROT_WRITE) on the mapping: must fail for a read-only buffer.
     pub fn try_make_writable(&self) -> nix::Result<()> {
         // SAFETY: changes the protection of our own mapping only; no Rust reference assumes
@@ -155,6 +163,7 @@ pub struct DmaBufSync {
     flags: u64,
 }
 const DMA_BUF_SYNC_READ: u64 = 1;
+const DMA_BUF_SYNC_WRITE: u64 = 2;
 const DMA_BUF_SYNC_START: u64 = 0;
 const DMA_BUF_SYNC_END: u64 = 4;
 nix::ioctl_write_ptr!(dma_buf_ioctl_sync, b'b', 0, DmaBufSync);
@@ -170,6 +179,15 @@ fn dma_buf_sync(fd: BorrowedFd<'_>, flags: u64) -> nix::Result<()> {
 pub fn dma_buf_begin_cpu_read(fd: BorrowedFd<'_>) -> Result<()> {
     dma_buf_sync(fd, DMA_BUF_SYNC_START | DMA_BUF_SYNC_READ)
         .context("DMA_BUF_IOCTL_SYNC(START|READ)")
+}
+
+pub fn dma_buf_begin_cpu_write(fd: BorrowedFd<'_>) -> Result<()> {
+    dma_buf_sync(fd, DMA_BUF_SYNC_START | DMA_BUF_SYNC_WRITE)
+        .context("DMA_BUF_IOCTL_SYNC(START|WRITE)")
+}
+
+pub fn dma_buf_end_cpu_write(fd: BorrowedFd<'_>) -> Result<()> {
+    dma_buf_sync(fd, DMA_BUF_SYNC_END | DMA_BUF_SYNC_WRITE).context("DMA_BUF_IOCTL_SYNC(END|WRITE)")
 }
 
 pub fn dma_buf_end_cpu_read(fd: BorrowedFd<'_>) -> Result<()> {
