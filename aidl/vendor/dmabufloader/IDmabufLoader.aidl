@@ -28,9 +28,11 @@ interface IDmabufLoader {
     LoadResult load(in ParcelFileDescriptor fd, in LoadRequest request);
 
     /**
-     * Starts the load in the background and returns at once. The callback receives progress,
-     * then exactly one of onComplete() or onError(). If the callback's process dies, the load
-     * is cancelled and its memory released.
+     * Starts the load in the background and returns at once. Refusals found before the load
+     * starts (bad fd, range, heap, size or admission limits, permission) are thrown from this
+     * call with their ErrorCode, and the callback then hears nothing. Otherwise the callback
+     * receives progress, then exactly one of onComplete() or onError(). If the callback's
+     * process dies, the load is cancelled and its memory released.
      */
     ILoadTask loadAsync(
             in ParcelFileDescriptor fd, in LoadRequest request, in ILoadCallback callback);

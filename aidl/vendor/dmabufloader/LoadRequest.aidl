@@ -11,7 +11,12 @@ parcelable LoadRequest {
     long offset = 0;
     /** Bytes to load; -1 loads to the end of the file. */
     long length = -1;
-    /** The returned fd is read-only: it cannot be mapped writable. */
+    /**
+     * The returned fd is read-only: it cannot be mapped writable. Only heaps whose buffers can
+     * be handed out read-only honour it (the memfd source); dma-heap and udmabuf exports are
+     * always read-write, so there it fails with INVALID_ARGUMENT rather than hand out a
+     * writable buffer.
+     */
     boolean readOnly = false;
     /** Checksum to compute over the loaded bytes. */
     ChecksumType checksum = ChecksumType.NONE;

@@ -11,7 +11,10 @@ parcelable LoadResult {
     ParcelFileDescriptor buffer;
     /** Bytes of file data in the buffer. */
     long dataLength;
-    /** Size of the buffer (dataLength rounded up to the page size); the rest is zero. */
+    /**
+     * Size of the buffer: dataLength rounded up to the page size, and at least one page (no
+     * exporter makes a 0-byte dma-buf). Bytes past dataLength are zero.
+     */
     long bufferSize;
     /** Heap the buffer came from. */
     String heapName;
