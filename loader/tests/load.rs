@@ -907,3 +907,37 @@ fn device_read_error_is_an_io_error() {
         }
     }
 }
+
+#[test]
+fn buffer_larger_than_memory_is_an_allocation_error() {
+    let _g = lock();
+    let mem_total: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap()
+        * 1024;
+    // A sparse file: costs no disk, asks for more memory than the machine has.
+    let path = disk_dir().join("bigger-than-ram");
+    let f = File::create(&path).unwrap();
+    f.set_len(mem_total + (1 << 30)).unwrap();
+    drop(f);
+    let loader = loader_with(|c| c.max_load_bytes = u64::MAX);
+    let before = fd_count();
+    for heap in loader.heaps().to_vec() {
+        let file = File::open(&path).unwrap();
+        let req = LoadRequest {
+            heap: Some(heap.name.clone()),
+            ..Default::default()
+        };
+        let e = expect_err(&loader, &file, &req);
+        // udmabuf has its own (smaller) size limit, refused earlier as TooLarge.
+        let ok = e.kind == ErrorKind::AllocationFailed
+            || (heap.kind == BufferKind::Udmabuf && e.kind == ErrorKind::TooLarge);
+        assert!(ok, "heap {}: {e:#}", heap.name);
+        assert!(format!("{e:#}").contains("bytes"), "message says the size: {e:#}");
+    }
+    assert_eq!(fd_count(), before, "a refused allocation leaked an fd");
+    std::fs::remove_file(&path).unwrap();
+}

@@ -9,6 +9,26 @@ use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 use nix::unistd::ftruncate;
 
+/// Refuses a memfd-backed buffer the machine cannot hold. shmem pages are only allocated as
+/// the I/O faults them in, so without this check a request larger than memory would start,
+/// drive the machine into reclaim and end with the OOM killer choosing a victim, instead of
+/// failing at once with a clear error. (A dma-heap makes the same check in the kernel.)
+pub fn check_fits_in_memory(size: u64) -> anyhow::Result<()> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
+    let available = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .context("no MemAvailable in /proc/meminfo")?;
+    if size > available {
+        anyhow::bail!(
+            "a {size}-byte buffer needs that much memory and the machine has {available} bytes available"
+        );
+    }
+    Ok(())
+}
+
 /// A sealable memfd of `size` bytes named `name` (shown in /proc/<pid>/fd and maps).
 /// No page is allocated yet: the I/O faults pages in as it goes.
 pub fn create(name: &str, size: u64) -> anyhow::Result<OwnedFd> {

@@ -79,6 +79,7 @@ impl Buffer {
     ) -> Result<(Buffer, Mapping)> {
         let fd = match heap.kind {
             BufferKind::Memfd | BufferKind::Udmabuf => {
+                memfd::check_fits_in_memory(size).map_err(alloc_err)?;
                 memfd::create(name, size).map_err(alloc_err)?
             }
             BufferKind::DmaHeap => {
