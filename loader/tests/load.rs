@@ -936,7 +936,10 @@ fn buffer_larger_than_memory_is_an_allocation_error() {
         let ok = e.kind == ErrorKind::AllocationFailed
             || (heap.kind == BufferKind::Udmabuf && e.kind == ErrorKind::TooLarge);
         assert!(ok, "heap {}: {e:#}", heap.name);
-        assert!(format!("{e:#}").contains("bytes"), "message says the size: {e:#}");
+        assert!(
+            format!("{e:#}").contains("bytes"),
+            "message says the size: {e:#}"
+        );
     }
     assert_eq!(fd_count(), before, "a refused allocation leaked an fd");
     std::fs::remove_file(&path).unwrap();
