@@ -7,7 +7,9 @@ const VERSION: i32 = 1;
 
 fn main() {
     let src = PathBuf::from("vendor/dmabufloader");
-    let hash_file = Path::new("aidl_api/vendor.dmabufloader").join(VERSION.to_string()).join(".hash");
+    let hash_file = Path::new("aidl_api/vendor.dmabufloader")
+        .join(VERSION.to_string())
+        .join(".hash");
     println!("cargo:rerun-if-changed={}", src.display());
     println!("cargo:rerun-if-changed={}", hash_file.display());
     let hash = std::fs::read_to_string(&hash_file)
