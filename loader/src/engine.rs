@@ -35,13 +35,13 @@ use crate::sys::ring::ReadRing;
 use crate::sys::{cachestat, statx};
 use crate::uring::{self, LoopError};
 
-/// Reads in flight. Measured with `dmabuf-loader-bench --sweep` on this host (virtio disk,
-/// ext4, 2 vCPUs): 1 MiB O_DIRECT reads gain up to QD 32 and flatten beyond (QD 64 is within
-/// noise of 32 while pinning twice the memory per window); see tools/bench/README.md.
+/// Reads in flight for the direct path. `dmabuf-loader-bench --sweep` on the dev host (virtio
+/// disk, ext4, 2 vCPUs, 1 GiB cold, 1 MiB reads): QD 8 1.75, QD 16 1.61, QD 32 1.87, QD 64
+/// 1.54 GiB/s in one interleaved run (+-15% noise); 32 is the best measured and the depth the
+/// device-limit reference uses. See tools/bench/README.md.
 pub const DEFAULT_QUEUE_DEPTH: u32 = 32;
-/// Bytes per read. 1 MiB: large enough that per-request cost (SQE, GUP of 256 pages,
-/// completion) vanishes, small enough that 32 of them keep the device busy; 4 MiB reads were
-/// no faster in the sweep and make progress/cancel coarser.
+/// Bytes per direct read. Same sweep at QD 32: 256 KiB 1.74, 1 MiB 1.87, 4 MiB 1.37 GiB/s;
+/// 1 MiB also keeps progress and cancellation fine-grained.
 pub const DEFAULT_CHUNK: usize = 1 << 20;
 /// Buffered (page-cache) reads in flight and their size. Deep queues hurt here: with 32
 /// reads of 1 MiB in flight on a cold file the bench measured 0.18-0.26 GiB/s against
