@@ -118,7 +118,7 @@ impl DmabufLoaderService {
         let entered = Instant::now();
         let uid = self.check_caller()?;
         let prepared = self.loader.prepare(borrow_pfd(fd), req)?;
-        let permit = self.admission.try_admit(prepared.buffer_size())?;
+        let permit = self.admission.try_admit(uid, prepared.buffer_size())?;
         let entry = self.tasks.register()?;
         let what = describe(uid, fd, &prepared);
         let ctl = LoadControl {
@@ -182,7 +182,7 @@ impl IDmabufLoader for DmabufLoaderService {
             let uid = self.check_caller()?;
             let req = request_from_aidl(request)?;
             let prepared = self.loader.prepare(borrow_pfd(fd), &req)?;
-            let permit = self.admission.try_admit(prepared.buffer_size())?;
+            let permit = self.admission.try_admit(uid, prepared.buffer_size())?;
             let entry = self.tasks.register()?;
             let what = describe(uid, fd, &prepared);
             task::spawn(AsyncLoad {
