@@ -80,6 +80,9 @@ pub struct Loaded {
     pub io_path: IoPath,
     /// Why that path (e.g. "filesystem refused O_DIRECT (EINVAL)").
     pub io_path_reason: String,
+    /// Time to create the buffer before the first read. With the default
+    /// [`AllocStrategy::Overlap`] memfd/udmabuf pages are faulted in while the I/O runs, so
+    /// that cost is inside `total_time` only; a dma-heap allocates everything here.
     pub alloc_time: Duration,
     pub total_time: Duration,
     pub checksum: Option<(ChecksumType, u64)>,
