@@ -7,7 +7,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use dmabuf_loader::source::SourceError;
@@ -19,19 +19,16 @@ fn lock() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Scratch directory on a disk file system (O_DIRECT capable), not tmpfs.
-fn disk_dir() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let base = std::env::var_os("DMABUF_LOADER_TEST_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-scratch")
-            });
-        std::fs::create_dir_all(&base).unwrap();
-        tempfile::tempdir_in(base).unwrap()
-    })
-    .path()
+/// A scratch directory on a disk file system (O_DIRECT capable), not tmpfs; removed when the
+/// test drops it.
+fn scratch_dir() -> tempfile::TempDir {
+    let base = std::env::var_os("DMABUF_LOADER_TEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-scratch")
+        });
+    std::fs::create_dir_all(&base).unwrap();
+    tempfile::tempdir_in(base).unwrap()
 }
 
 fn pattern(len: usize, seed: u64) -> Vec<u8> {
@@ -153,10 +150,11 @@ const PATHS: &[IoPath] = &[
 #[test]
 fn every_size_on_every_path_gives_identical_bytes() {
     let _g = lock();
+    let scratch = scratch_dir();
     let before = fd_count();
     for (i, &size) in SIZES.iter().enumerate() {
         let data = pattern(size, i as u64 + 7);
-        let path = write_file(disk_dir(), &format!("size-{size}"), &data);
+        let path = write_file(scratch.path(), &format!("size-{size}"), &data);
         let oa = dio_offset_align(&path);
         for &p in PATHS {
             let loader = loader_with(|c| c.force_io_path = Some(p));
@@ -183,8 +181,9 @@ fn every_size_on_every_path_gives_identical_bytes() {
 #[test]
 fn ranges_and_unaligned_offsets() {
     let _g = lock();
+    let scratch = scratch_dir();
     let data = pattern((8 << 20) + 777, 99);
-    let path = write_file(disk_dir(), "ranges", &data);
+    let path = write_file(scratch.path(), "ranges", &data);
     let cases: &[(u64, Option<u64>)] = &[
         (0, Some(1)),
         (1, None),
@@ -235,8 +234,9 @@ fn ranges_and_unaligned_offsets() {
 #[test]
 fn direct_path_is_used_on_disk_and_refused_on_tmpfs() {
     let _g = lock();
+    let scratch = scratch_dir();
     let data = pattern(3 << 20, 5);
-    let path = write_file(disk_dir(), "direct", &data);
+    let path = write_file(scratch.path(), "direct", &data);
     let loader = loader_with(|c| {
         c.force_io_path = Some(IoPath::DirectRegistered);
     });
@@ -289,8 +289,9 @@ fn direct_path_is_used_on_disk_and_refused_on_tmpfs() {
 #[test]
 fn cached_range_takes_the_buffered_path() {
     let _g = lock();
+    let scratch = scratch_dir();
     let data = pattern(4 << 20, 11);
-    let path = write_file(disk_dir(), "cached", &data);
+    let path = write_file(scratch.path(), "cached", &data);
     let loader = Loader::new(Config::default()).unwrap();
     assert!(loader.capabilities().cachestat, "kernel 6.5+ has cachestat");
     // write_all left it in the page cache.
@@ -328,10 +329,11 @@ fn source_error(e: &LoadError) -> SourceError {
 #[test]
 fn bad_sources_each_get_their_own_error() {
     let _g = lock();
+    let scratch = scratch_dir();
     let loader = Loader::new(Config::default()).unwrap();
     let req = LoadRequest::default();
     let data = pattern(10000, 3);
-    let path = write_file(disk_dir(), "bad-sources", &data);
+    let path = write_file(scratch.path(), "bad-sources", &data);
 
     let o_path = OpenOptions::new()
         .read(true)
@@ -365,7 +367,7 @@ fn bad_sources_each_get_their_own_error() {
         (ErrorKind::UnsupportedFileType, SourceError::Socket)
     );
 
-    let dir = File::open(disk_dir()).unwrap();
+    let dir = File::open(scratch.path()).unwrap();
     let e = expect_err(&loader, &dir, &req);
     assert_eq!(
         (e.kind, source_error(&e)),
@@ -433,8 +435,9 @@ fn bad_sources_each_get_their_own_error() {
 #[test]
 fn client_file_description_is_untouched() {
     let _g = lock();
+    let scratch = scratch_dir();
     let data = pattern(1 << 20, 8);
-    let path = write_file(disk_dir(), "untouched", &data);
+    let path = write_file(scratch.path(), "untouched", &data);
     let mut f = File::open(&path).unwrap();
     f.seek(SeekFrom::Start(123)).unwrap();
     let flags = nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GETFL).unwrap();
@@ -454,8 +457,9 @@ fn client_file_description_is_untouched() {
 #[test]
 fn read_only_memfd_cannot_be_mapped_writable() {
     let _g = lock();
+    let scratch = scratch_dir();
     let data = pattern(100_000, 4);
-    let path = write_file(disk_dir(), "ro", &data);
+    let path = write_file(scratch.path(), "ro", &data);
     let loader = Loader::new(Config::default()).unwrap();
     let f = File::open(&path).unwrap();
     let l = loader
@@ -522,8 +526,9 @@ fn maps_named(name: &str) -> usize {
 #[test]
 fn cancellation_mid_load_frees_everything() {
     let _g = lock();
+    let scratch = scratch_dir();
     let data = pattern(64 << 20, 21);
-    let path = write_file(disk_dir(), "cancel-me", &data);
+    let path = write_file(scratch.path(), "cancel-me", &data);
     for &p in PATHS {
         let loader = loader_with(|c| c.force_io_path = Some(p));
         let f = File::open(&path).unwrap();
@@ -587,9 +592,10 @@ fn cancellation_mid_load_frees_everything() {
 #[test]
 fn truncated_during_load_is_an_error_never_garbage() {
     let _g = lock();
+    let scratch = scratch_dir();
     let data = pattern(64 << 20, 31);
     for &p in PATHS {
-        let path = write_file(disk_dir(), "shrinks", &data);
+        let path = write_file(scratch.path(), "shrinks", &data);
         let loader = loader_with(|c| c.force_io_path = Some(p));
         let f = File::open(&path).unwrap();
         let victim = OpenOptions::new().write(true).open(&path).unwrap();
@@ -611,7 +617,7 @@ fn truncated_during_load_is_an_error_never_garbage() {
         }
     }
     // Progress is monotonic and ends at the total.
-    let path = write_file(disk_dir(), "progress", &data[..(5 << 20) + 3]);
+    let path = write_file(scratch.path(), "progress", &data[..(5 << 20) + 3]);
     let last = std::sync::Mutex::new((0u64, 0u64));
     let cb = |d: u64, t: u64| {
         let mut g = last.lock().unwrap();
@@ -665,6 +671,7 @@ fn capabilities_and_heaps_on_this_host() {
 #[test]
 fn every_provider_on_this_machine() {
     let _g = lock();
+    let scratch = scratch_dir();
     let loader = Loader::new(Config::default()).unwrap();
     let has_udmabuf = OpenOptions::new()
         .read(true)
@@ -688,7 +695,7 @@ fn every_provider_on_this_machine() {
     if let (true, Some(limit)) = (has_udmabuf, limit) {
         // Past udmabuf.size_limit_mb: `auto` moves on to the next heap, "udmabuf" says why not.
         let big = write_file(
-            disk_dir(),
+            scratch.path(),
             "past-udmabuf-limit",
             &pattern(limit as usize + 1, 5),
         );
@@ -707,7 +714,7 @@ fn every_provider_on_this_machine() {
     }
 
     let data = pattern((3 << 20) + 5, 77);
-    let path = write_file(disk_dir(), "providers", &data);
+    let path = write_file(scratch.path(), "providers", &data);
     // 12: on NVMe (4-byte memory alignment) the body lands on O_DIRECT-able memory.
     let (off, want) = (12u64, &data[12..]);
     for h in loader.heaps() {
@@ -791,6 +798,7 @@ fn every_provider_on_this_machine() {
 #[test]
 fn io_uring_disabled_falls_back_to_pread() {
     let _g = lock();
+    let scratch = scratch_dir();
     let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
         .map(|s| s.trim() == "2")
         .unwrap_or(false);
@@ -798,7 +806,7 @@ fn io_uring_disabled_falls_back_to_pread() {
     assert_eq!(loader.capabilities().io_uring, !disabled);
     eprintln!("io_uring disabled by sysctl: {disabled}");
     let data = pattern((2 << 20) + 3, 41);
-    let path = write_file(disk_dir(), "no-uring", &data);
+    let path = write_file(scratch.path(), "no-uring", &data);
     let before = fd_count();
     for p in [None, Some(IoPath::DirectRegistered), Some(IoPath::Buffered)] {
         let l = check_load(&loader_with(|c| c.force_io_path = p), &path, &data, 0, None);
@@ -829,10 +837,11 @@ fn io_uring_disabled_falls_back_to_pread() {
 #[test]
 fn odd_chunk_sizes_and_depths_still_give_exact_bytes() {
     let _g = lock();
+    let scratch = scratch_dir();
     fn send_sync<T: Send + Sync>() {}
     send_sync::<Loader>();
     let data = pattern((20 << 20) + 999, 55);
-    let path = write_file(disk_dir(), "odd-chunks", &data);
+    let path = write_file(scratch.path(), "odd-chunks", &data);
     for (qd, chunk) in [
         (1u32, 4096usize),
         (3, 3 << 20),
@@ -911,6 +920,7 @@ fn device_read_error_is_an_io_error() {
 #[test]
 fn buffer_larger_than_memory_is_an_allocation_error() {
     let _g = lock();
+    let scratch = scratch_dir();
     let mem_total: u64 = std::fs::read_to_string("/proc/meminfo")
         .unwrap()
         .lines()
@@ -919,7 +929,7 @@ fn buffer_larger_than_memory_is_an_allocation_error() {
         .unwrap()
         * 1024;
     // A sparse file: costs no disk, asks for more memory than the machine has.
-    let path = disk_dir().join("bigger-than-ram");
+    let path = scratch.path().join("bigger-than-ram");
     let f = File::create(&path).unwrap();
     f.set_len(mem_total + (1 << 30)).unwrap();
     drop(f);

@@ -9,10 +9,11 @@ use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 use nix::unistd::ftruncate;
 
-/// Refuses a memfd-backed buffer the machine cannot hold. shmem pages are only allocated as
-/// the I/O faults them in, so without this check a request larger than memory would start,
-/// drive the machine into reclaim and end with the OOM killer choosing a victim, instead of
-/// failing at once with a clear error. (A dma-heap makes the same check in the kernel.)
+/// Refuses a buffer the machine cannot hold (more than MemAvailable). shmem pages are only
+/// allocated as the I/O faults them in, and the system dma-heap allocates page by page with
+/// ordinary GFP flags, so without this check a request larger than memory would start, drive
+/// the machine into reclaim and end with the OOM killer choosing a victim (the 6.12 system
+/// heap did exactly that in the VM rig), instead of failing at once with a clear error.
 pub fn check_fits_in_memory(size: u64) -> anyhow::Result<()> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
     let available = meminfo
