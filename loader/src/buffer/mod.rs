@@ -77,11 +77,13 @@ impl Buffer {
         config: &Config,
         name: &str,
     ) -> Result<(Buffer, Mapping)> {
-        // Every provider: shmem pages are only allocated as the I/O faults them in, and the
-        // system heap allocates page by page with ordinary GFP flags; either way a buffer
-        // larger than memory would end in reclaim and the OOM killer (seen in the VM rig with
-        // the system heap), not in a clean error.
-        memfd::check_fits_in_memory(size).map_err(alloc_err)?;
+        // shmem pages are only allocated as the I/O faults them in, and the system heaps
+        // allocate page by page with ordinary GFP flags; either way a buffer larger than
+        // memory would end in reclaim and the OOM killer (seen in the VM rig with the system
+        // heap), not in a clean error. CMA/carveout heaps have their own pools: not checked.
+        if heap.kind != BufferKind::DmaHeap || heap.name.starts_with("system") {
+            memfd::check_fits_in_memory(size).map_err(alloc_err)?;
+        }
         let fd = match heap.kind {
             BufferKind::Memfd | BufferKind::Udmabuf => {
                 memfd::create(name, size).map_err(alloc_err)?
