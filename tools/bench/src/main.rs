@@ -12,8 +12,10 @@ use dmabuf_loader::{Config, IoPath};
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Directory for the test file (use a disk file system: tmpfs cannot measure a disk).
-    dir: PathBuf,
+    /// Directory for the generated test file (use a disk file system: tmpfs cannot measure a
+    /// disk). Not needed with --file.
+    #[arg(required_unless_present = "file")]
+    dir: Option<PathBuf>,
     /// Size of the generated file, in MiB.
     #[arg(long, default_value_t = 1024)]
     size_mib: u64,
@@ -57,11 +59,13 @@ fn main() -> anyhow::Result<()> {
                 .len(),
         ),
         None => {
-            std::fs::create_dir_all(&a.dir)
-                .with_context(|| format!("create {}", a.dir.display()))?;
+            let dir = a
+                .dir
+                .clone()
+                .context("a directory for the test file is needed")?;
+            std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
             (
-                a.dir
-                    .join(format!("dmabuf-loader-bench-{}M.bin", a.size_mib)),
+                dir.join(format!("dmabuf-loader-bench-{}M.bin", a.size_mib)),
                 a.size_mib << 20,
             )
         }
