@@ -230,14 +230,16 @@ pub fn ensure_file(path: &Path, size: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn drop_cache(path: &Path) -> anyhow::Result<()> {
+/// Drops `path` from the page cache (POSIX_FADV_DONTNEED): the start of every cold run.
+pub fn drop_cache(path: &Path) -> anyhow::Result<()> {
     let f = File::open(path)?;
     posix_fadvise(f.as_fd(), 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED)
         .context("POSIX_FADV_DONTNEED")?;
     Ok(())
 }
 
-fn warm_cache(path: &Path) -> anyhow::Result<()> {
+/// Reads `path` once through the page cache: what makes the warm runs warm.
+pub fn warm_cache(path: &Path) -> anyhow::Result<()> {
     let mut f = File::open(path)?;
     let mut buf = vec![0u8; MIB as usize];
     while f.read(&mut buf)? > 0 {}
@@ -245,7 +247,7 @@ fn warm_cache(path: &Path) -> anyhow::Result<()> {
 }
 
 /// (a) O_DIRECT io_uring reads of `chunk` with `depth` in flight into anonymous memory.
-fn device_limit(path: &Path, size: u64, depth: u32, chunk: usize) -> anyhow::Result<Duration> {
+pub fn device_limit(path: &Path, size: u64, depth: u32, chunk: usize) -> anyhow::Result<Duration> {
     let f = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECT)
@@ -261,7 +263,11 @@ fn device_limit(path: &Path, size: u64, depth: u32, chunk: usize) -> anyhow::Res
     loop {
         while next < size {
             let Some(slot) = free.pop() else { break };
-            let n = (size - next).min(chunk as u64) as usize;
+            // The last read may end mid-block: O_DIRECT wants the aligned length (the slot
+            // is a whole chunk) and returns the short count at EOF.
+            let n = ((size - next).min(chunk as u64) as usize)
+                .next_multiple_of(4096)
+                .min(chunk);
             ring.push_read(
                 f.as_fd(),
                 slot * chunk..slot * chunk + n,
@@ -297,7 +303,7 @@ fn device_limit(path: &Path, size: u64, depth: u32, chunk: usize) -> anyhow::Res
 }
 
 /// (b) allocate from the provider, mmap, read() loop. Returns (total, alloc).
-fn status_quo(
+pub fn status_quo(
     loader: &Loader,
     path: &Path,
     size: u64,
@@ -332,7 +338,7 @@ fn status_quo(
 }
 
 /// (c) the engine. Returns (total, alloc, io path).
-fn engine(
+pub fn engine(
     loader: &Loader,
     path: &Path,
     heap: &str,

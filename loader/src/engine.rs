@@ -60,6 +60,14 @@ const FIXED_SLICE: usize = 8 << 20;
 /// A range at least this much in the page cache takes the buffered path (a memcpy from the
 /// cache beats re-reading the device; measured by the bench's warm rows).
 const CACHED_FRACTION: f64 = 0.9;
+/// Ranges up to this size are read with plain pread() and no populate-ahead thread: for them
+/// setting up a ring and a helper thread costs more than the read itself (4 KiB, in process,
+/// p50: 48-113 us with a ring + helper, 13-21 us with one pread; measured by the service
+/// engineer for the issue-3 loadFile latency target).
+pub const SMALL_RANGE: u64 = 64 << 10;
+/// Buffers smaller than this get no populate-ahead thread (a thread costs more than
+/// faulting in a few pages).
+const POPULATE_MIN: u64 = 8 << 20;
 /// Step of the page-populating helper thread.
 const POPULATE_STEP: usize = 4 << 20;
 
@@ -165,10 +173,17 @@ fn choose_path(
     config: &Config,
     caps: &Capabilities,
     buffer: &Buffer,
+    len: u64,
     cached: Option<f64>,
 ) -> (IoPath, String) {
     if let Some(p) = config.force_io_path {
         return (p, "forced by configuration".into());
+    }
+    if len <= SMALL_RANGE {
+        return (
+            IoPath::BufferedSync,
+            format!("small range ({len} bytes): one pread costs less than setting up a ring"),
+        );
     }
     if !caps.io_uring {
         return (
@@ -218,7 +233,7 @@ fn fill(
     progress: &mut Progress<'_, '_>,
 ) -> Result<(IoPath, String)> {
     let cached = cached_fraction(config, caps, src);
-    let (mut path, mut reason) = choose_path(config, caps, buffer, cached);
+    let (mut path, mut reason) = choose_path(config, caps, buffer, src.len, cached);
     // Cached data copies fastest inline in our thread; uncached data reads best as plain
     // blocking reads on io-wq workers (see BUFFERED_QUEUE_DEPTH).
     let buffered_async = !cached.is_some_and(|f| f >= CACHED_FRACTION);
@@ -229,10 +244,14 @@ fn fill(
         path = IoPath::DirectRegistered;
     }
     let mut populator = match (config.alloc_strategy, buffer.memfd()) {
-        (AllocStrategy::Overlap, Some(_)) => Populator::start(
-            map.clone(),
-            matches!(path, IoPath::DirectRegistered | IoPath::Direct),
-        ),
+        (AllocStrategy::Overlap, Some(_))
+            if path != IoPath::BufferedSync && buffer.size >= POPULATE_MIN =>
+        {
+            Populator::start(
+                map.clone(),
+                matches!(path, IoPath::DirectRegistered | IoPath::Direct),
+            )
+        }
         _ => Populator::none(),
     };
     let depth = config.queue_depth.unwrap_or(DEFAULT_QUEUE_DEPTH);

@@ -954,3 +954,23 @@ fn buffer_larger_than_memory_is_an_allocation_error() {
     assert_eq!(fd_count(), before, "a refused allocation leaked an fd");
     std::fs::remove_file(&path).unwrap();
 }
+
+/// Small ranges skip the ring and the helper thread (latency of small loads); big ones don't.
+#[test]
+fn small_ranges_take_one_pread() {
+    let _g = lock();
+    let scratch = scratch_dir();
+    let data = pattern(1 << 20, 13);
+    let path = write_file(scratch.path(), "small", &data);
+    let loader = Loader::new(Config::default()).unwrap();
+    let l = check_load(&loader, &path, &data, 100, Some(4096));
+    assert_eq!(l.io_path, IoPath::BufferedSync, "{}", l.io_path_reason);
+    assert!(
+        l.io_path_reason.contains("small range"),
+        "{}",
+        l.io_path_reason
+    );
+    let big = dmabuf_loader::engine::SMALL_RANGE + 4096;
+    let l = check_load(&loader, &path, &data, 0, Some(big));
+    assert_ne!(l.io_path, IoPath::BufferedSync, "{}", l.io_path_reason);
+}
