@@ -16,8 +16,8 @@ RSBINDER_TOOLS_VERSION=0.12.0
 RSB_ROOT=$CACHE/rsbinder-tools-$RSBINDER_TOOLS_VERSION
 
 # The project's binaries that go into the guest: cargo package -> binary.
-PROJECT_PACKAGES=(dmabuf_loader_service dmabuf_loader_client vts_hal_dmabuf_loader)
-PROJECT_BINARIES=(dmabuf-loader-service dmabuf-loader VtsHalDmabufLoaderTargetTest)
+PROJECT_PACKAGES=(dmabuf_loader_service dmabuf_loader_client vts_hal_dmabuf_loader dmabuf_loader_soak)
+PROJECT_BINARIES=(dmabuf-loader-service dmabuf-loader VtsHalDmabufLoaderTargetTest dmabuf-loader-soak)
 # The core engine's integration tests, copied out of cargo's deps dir into cache/bin.
 CORE_TESTS=dmabuf-loader-core-tests
 

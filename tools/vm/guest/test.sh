@@ -89,6 +89,26 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------
+# Soak on kernel binder with real dma-bufs: mixed loads, bad inputs, cancels and abandoned
+# clients from 16 processes' worth of connections; the service's fds and RSS must return to
+# their baseline (the tool checks), and no dma-buf may outlive the run.
+section soak
+step soak
+mkdir -p /data/tmp/soak
+soak_bufs0=$(dmabuf_count)
+timeout 240 dmabuf-loader-soak --pid "$(service_pid)" --ops 800 --clients 16 --dir /data/tmp/soak \
+    > /tmp/soak.out 2>&1
+soak_rc=$?
+cat /tmp/soak.out
+soak_bufs1=$(dmabuf_count)
+info "soak: $(grep -E '^soak: [0-9]+ ops' /tmp/soak.out) dma-bufs $soak_bufs0 -> $soak_bufs1 exit=$soak_rc"
+if [ "$soak_rc" -eq 0 ] && grep -q '^soak: PASS' /tmp/soak.out && [ "$soak_bufs1" = "$soak_bufs0" ]; then
+    pass soak "$(grep -E '^soak: service peak' /tmp/soak.out)"
+else
+    fail soak "exit $soak_rc, dma-bufs $soak_bufs0 -> $soak_bufs1"
+fi
+
+# ---------------------------------------------------------------------------------------------
 # The core engine's integration tests on this kernel's real dma-heap and udmabuf, scratch files
 # on ext4 over NVMe (so the direct path is real).
 section core-tests
