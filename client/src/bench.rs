@@ -2,8 +2,8 @@
 //!
 //! Throughput (`bench FILE`): cold loads of the same file, interleaved round by round in
 //! ABBA order (service, engine, engine, service, ...; page cache dropped before each), best and
-//! median of the rounds, then the core's own bench (`dmabuf_loader::bench`: device limit,
-//! status quo, engine) on the same file, so all four stand side by side with ratios.
+//! median of the rounds, with the core bench's status quo and device limit
+//! (`dmabuf_loader::bench`) timed in the same cold rounds, so all four stand side by side.
 //!
 //! Latency (`bench FILE --latency`): p50/p90/p99 of `loadFile` on a small file against a bare
 //! binder call passing one fd each way (an echo service in another process, same transport),
@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use dmabuf_loader::{LoadControl, Loader};
 use dmabuf_loader_service::compat::aidl::LoadRequest::LoadRequest;
-use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
 use serde::Serialize;
+
+use dmabuf_loader::bench as core_bench;
 
 use crate::echo::EchoServer;
 use crate::session::{pfd_of, Session};
@@ -71,24 +72,10 @@ pub struct ThroughputReport {
     pub service_vs_engine_warm_median: f64,
     pub device_limit_cold: Option<Stat>,
     pub status_quo_cold: Option<Stat>,
-    pub core_engine_cold: Option<Stat>,
     pub service_vs_status_quo: Option<f64>,
     pub service_vs_device_limit: Option<f64>,
     /// Why the core bench (status quo, device limit) could not run, if it could not.
     pub baselines_error: Option<String>,
-}
-
-fn warm_cache(path: &Path) -> Result<()> {
-    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    std::io::copy(&mut f, &mut std::io::sink()).context("reading the file into the page cache")?;
-    Ok(())
-}
-
-pub fn drop_cache(path: &Path) -> Result<()> {
-    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    posix_fadvise(f.as_fd(), 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED)
-        .context("POSIX_FADV_DONTNEED (dropping the file from the page cache)")?;
-    Ok(())
 }
 
 /// Throughput of cold loads: service vs in-process engine, interleaved; then the core bench.
@@ -136,7 +123,7 @@ pub fn throughput(
     let engine_tails = std::cell::RefCell::new(Vec::new());
     let time_service = |log: &mut dyn Write, round: u32, cold: bool| -> Result<Duration> {
         if cold {
-            drop_cache(file)?;
+            core_bench::drop_cache(file)?;
         }
         let t = Instant::now();
         let f = File::open(file)?;
@@ -161,7 +148,7 @@ pub fn throughput(
     };
     let time_engine = |log: &mut dyn Write, round: u32, cold: bool| -> Result<Duration> {
         if cold {
-            drop_cache(file)?;
+            core_bench::drop_cache(file)?;
         }
         let t = Instant::now();
         let f = File::open(file)?;
@@ -191,9 +178,47 @@ pub fn throughput(
     // rounds first, then warm ones (file in the page cache: the CPU-bound copy path, where
     // any per-load cost of binder shows most).
     let (mut svc_warm, mut eng_warm) = (Vec::new(), Vec::new());
+    let (mut sq, mut lim) = (Vec::new(), Vec::new());
+    let mut baselines_error = None;
+    let sq_loader =
+        Loader::new(dmabuf_loader::Config::default()).context("starting the status-quo engine")?;
+    let time_baselines = |log: &mut dyn Write,
+                          round: u32,
+                          sq: &mut Vec<Duration>,
+                          lim: &mut Vec<Duration>|
+     -> Result<()> {
+        let mut one = |name: &str, status_quo: bool| -> Result<()> {
+            core_bench::drop_cache(file)?;
+            let d = if status_quo {
+                core_bench::status_quo(&sq_loader, file, size, &heap)?.0
+            } else {
+                core_bench::device_limit(file, size, 32, 1 << 20)?
+            };
+            writeln!(
+                log,
+                "cold round {round}: {name} {:>8.1} ms  {:>6.2} GiB/s",
+                d.as_secs_f64() * 1e3,
+                gib_s(size, d)
+            )?;
+            if status_quo {
+                sq.push(d)
+            } else {
+                lim.push(d)
+            }
+            Ok(())
+        };
+        if round % 2 == 0 {
+            one("status quo", true)?;
+            one("limit     ", false)?;
+        } else {
+            one("limit     ", false)?;
+            one("status quo", true)?;
+        }
+        Ok(())
+    };
     for cold in [true, false] {
         if !cold {
-            warm_cache(file)?;
+            core_bench::warm_cache(file)?;
         }
         let (s, e) = if cold {
             (&mut svc, &mut eng)
@@ -207,6 +232,12 @@ pub fn throughput(
             } else {
                 e.push(time_engine(log, round, cold)?);
                 s.push(time_service(log, round, cold)?);
+            }
+            // The core bench's status quo and device limit, cold, in the same rounds.
+            if cold && with_core_bench && baselines_error.is_none() {
+                if let Err(e) = time_baselines(log, round, &mut sq, &mut lim) {
+                    baselines_error = Some(format!("{e:#}"));
+                }
             }
         }
     }
@@ -237,46 +268,18 @@ pub fn throughput(
         engine_warm,
         device_limit_cold: None,
         status_quo_cold: None,
-        core_engine_cold: None,
         service_vs_status_quo: None,
         service_vs_device_limit: None,
         baselines_error: None,
     };
-    if with_core_bench {
-        let mut opts = dmabuf_loader::bench::BenchOptions::new(file.to_path_buf());
-        opts.size = size;
-        opts.rounds = rounds;
-        opts.heap = heap;
-        writeln!(
-            log,
-            "core bench (device limit, status quo, engine) on the same file:"
-        )?;
-        let core = match dmabuf_loader::bench::run(&opts, log) {
-            Ok(c) => c,
-            Err(e) => {
-                // The service-vs-engine figures above stand on their own; say why the rest is
-                // missing instead of throwing them away.
-                report.baselines_error = Some(format!("{e:#}"));
-                return Ok(report);
-            }
-        };
-        let from = |s: &dmabuf_loader::bench::Sample| {
-            let ms = |d: Duration| d.as_secs_f64() * 1e3;
-            Stat {
-                best_ms: ms(s.best),
-                median_ms: f64::NAN,
-                worst_ms: ms(s.worst),
-                best_gib_s: gib_s(size, s.best),
-                median_gib_s: f64::NAN,
-            }
-        };
-        let limit = from(&core.limit.cold);
-        let sq = from(&core.status_quo.cold);
+    report.baselines_error = baselines_error;
+    if report.baselines_error.is_none() && !sq.is_empty() && !lim.is_empty() {
+        let sq = stat(size, &mut sq);
+        let limit = stat(size, &mut lim);
         report.service_vs_device_limit = Some(limit.best_ms / report.service_cold.best_ms);
         report.service_vs_status_quo = Some(sq.best_ms / report.service_cold.best_ms);
         report.device_limit_cold = Some(limit);
         report.status_quo_cold = Some(sq);
-        report.core_engine_cold = Some(from(&core.engine.cold));
     }
     Ok(report)
 }
@@ -301,12 +304,7 @@ impl ThroughputReport {
             self.file, self.size, self.heap, self.rounds
         )?;
         let row = |out: &mut dyn Write, name: &str, s: &Stat| {
-            // The core bench reports best and worst only.
-            let median = if s.median_gib_s.is_nan() {
-                "(best of the core bench's rounds)".to_string()
-            } else {
-                format!("(median {:>6.2} GiB/s)", s.median_gib_s)
-            };
+            let median = format!("(median {:>6.2} GiB/s)", s.median_gib_s);
             writeln!(
                 out,
                 "  {name:<36} {:>7.2} GiB/s {:>9.1} ms   {median}",
