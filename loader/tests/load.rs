@@ -637,6 +637,42 @@ fn truncated_during_load_is_an_error_never_garbage() {
 }
 
 #[test]
+fn grown_during_load_gives_exactly_the_bytes_asked_for() {
+    let _g = lock();
+    let scratch = scratch_dir();
+    let data = pattern(16 << 20, 37);
+    for &p in PATHS {
+        let path = write_file(scratch.path(), "grows", &data);
+        let loader = loader_with(|c| c.force_io_path = Some(p));
+        let f = File::open(&path).unwrap();
+        let writer = OpenOptions::new().append(true).open(&path).unwrap();
+        let grown = std::sync::atomic::AtomicBool::new(false);
+        let cb = |done: u64, _t: u64| {
+            if done >= 1 << 20 && !grown.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                // Another writer appends 8 MiB while the load runs.
+                std::io::Write::write_all(&mut &writer, &vec![0xAB; 8 << 20]).unwrap();
+            }
+        };
+        let ctl = LoadControl {
+            progress: Some(&cb),
+            ..Default::default()
+        };
+        // The range is fixed when the request is validated: the whole file as it was then.
+        let l = loader
+            .load(f.as_fd(), &LoadRequest::default(), &ctl)
+            .unwrap_or_else(|e| panic!("{p:?}: {e:#}"));
+        assert!(
+            grown.into_inner(),
+            "{p:?}: the file did not grow during the load"
+        );
+        assert_eq!(l.data_len, data.len() as u64, "{p:?}");
+        let got = read_back(&l.fd, l.buffer_size);
+        assert!(got[..data.len()] == data[..], "{p:?}: contents differ");
+        assert!(got[data.len()..].iter().all(|&b| b == 0), "{p:?}: padding");
+    }
+}
+
+#[test]
 fn capabilities_and_heaps_on_this_host() {
     let _g = lock();
     let loader = Loader::new(Config::default()).unwrap();
