@@ -7,7 +7,7 @@
 //! max_concurrent_loads = 4       # loads running at once, all clients (BUSY above it)
 //! allowed_heaps = ["system", "udmabuf"]   # UNKNOWN_HEAP for any other
 //! allowed_uids = [1047, 1000]    # PERMISSION_DENIED for any other caller
-//! load_timeout_ms = 60000        # TIMED_OUT past it
+//! load_timeout_ms = 60000        # TIMED_OUT past it (default 600000; 0 = no deadline)
 //! ```
 //! A flag given on the command line wins over the same key in the file.
 
@@ -16,6 +16,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
+
+/// A load still running after this is cancelled with TIMED_OUT and its memory freed: a
+/// stalled device (or a hung network file system behind the fd) must not hold a share of the
+/// budget forever. Ten minutes is far beyond any healthy load (16 GiB at 100 MiB/s takes under
+/// three); `load_timeout_ms = 0` disables the deadline.
+pub const DEFAULT_LOAD_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Resolved limits and policy of a running service.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,7 +52,7 @@ impl ServiceConfig {
             max_concurrent_loads: 4,
             allowed_heaps: None,
             allowed_uids: None,
-            load_timeout: None,
+            load_timeout: Some(DEFAULT_LOAD_TIMEOUT),
         }
     }
 
@@ -97,7 +103,8 @@ pub struct ConfigOverrides {
     /// Comma-separated caller uids allowed (default: any caller).
     #[arg(long, value_delimiter = ',')]
     pub allowed_uids: Option<Vec<u32>>,
-    /// Deadline of one load in milliseconds; past it the load fails with TIMED_OUT.
+    /// Deadline of one load in milliseconds; past it the load fails with TIMED_OUT
+    /// (default 600000, i.e. 10 minutes; 0 = no deadline).
     #[arg(long)]
     pub load_timeout_ms: Option<u64>,
 }
@@ -140,7 +147,11 @@ impl ConfigOverrides {
             max_concurrent_loads: self.max_concurrent_loads.unwrap_or(d.max_concurrent_loads),
             allowed_heaps: self.allowed_heaps,
             allowed_uids: self.allowed_uids,
-            load_timeout: self.load_timeout_ms.map(Duration::from_millis),
+            load_timeout: match self.load_timeout_ms {
+                None => d.load_timeout,
+                Some(0) => None,
+                Some(ms) => Some(Duration::from_millis(ms)),
+            },
         };
         c.validate()?;
         Ok(c)
@@ -251,5 +262,24 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(small.resolve().unwrap().max_load_bytes, 4096);
+    }
+
+    #[test]
+    fn loads_have_a_deadline_by_default_and_zero_disables_it() {
+        let d = ConfigOverrides::default().resolve().unwrap();
+        assert_eq!(d.load_timeout, Some(DEFAULT_LOAD_TIMEOUT));
+        let off = ConfigOverrides {
+            load_timeout_ms: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(off.resolve().unwrap().load_timeout, None);
+        let short = ConfigOverrides {
+            load_timeout_ms: Some(1500),
+            ..Default::default()
+        };
+        assert_eq!(
+            short.resolve().unwrap().load_timeout,
+            Some(Duration::from_millis(1500))
+        );
     }
 }
