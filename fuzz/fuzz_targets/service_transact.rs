@@ -17,6 +17,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -126,7 +127,8 @@ fn fixture() -> &'static Fixture {
         let bin = std::env::var_os("DMABUF_SERVICE_BIN")
             .expect("set DMABUF_SERVICE_BIN to the dmabuf-loader-service binary (tools/fuzz does)");
         let log = File::create(files.join("service.log")).unwrap();
-        let server = Command::new(bin)
+        let mut server = Command::new(bin);
+        server
             .args(["--socket".as_ref(), socket.as_os_str()])
             .args([
                 "--max-load-bytes",
@@ -138,9 +140,19 @@ fn fixture() -> &'static Fixture {
             ])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .stderr(log);
+        // libFuzzer ends the process with exit(): no destructor kills the child, so the kernel
+        // must. SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of
+        // the parent; it runs in the forked child before exec.
+        unsafe {
+            server.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let server = server.spawn().unwrap();
         let start = Instant::now();
         while !socket.exists() {
             assert!(
