@@ -9,37 +9,6 @@ use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 use nix::unistd::ftruncate;
 
-/// Smallest buffer whose size is checked against the memory available.
-pub const MEMORY_CHECK_FROM: u64 = 64 << 20;
-
-/// Refuses a buffer the machine cannot hold (more than MemAvailable). shmem pages are only
-/// allocated as the I/O faults them in, and the system dma-heap allocates page by page with
-/// ordinary GFP flags, so without this check a request larger than memory would start, drive
-/// the machine into reclaim and end with the OOM killer choosing a victim (the 6.12 system
-/// heap did exactly that in the VM rig), instead of failing at once with a clear error.
-///
-/// Buffers under [`MEMORY_CHECK_FROM`] skip it: one cannot exhaust memory by itself (the
-/// service's in-flight budget bounds how many run at once), and reading /proc/meminfo would be
-/// a large part of a small load's latency.
-pub fn check_fits_in_memory(size: u64) -> anyhow::Result<()> {
-    if size < MEMORY_CHECK_FROM {
-        return Ok(());
-    }
-    let meminfo = std::fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
-    let available = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .map(|kib| kib * 1024)
-        .context("no MemAvailable in /proc/meminfo")?;
-    if size > available {
-        anyhow::bail!(
-            "a {size}-byte buffer needs that much memory and the machine has {available} bytes available"
-        );
-    }
-    Ok(())
-}
-
 /// A sealable memfd of `size` bytes named `name` (shown in /proc/<pid>/fd and maps).
 /// No page is allocated yet: the I/O faults pages in as it goes.
 pub fn create(name: &str, size: u64) -> anyhow::Result<OwnedFd> {

@@ -4,6 +4,7 @@
 
 pub mod dma_heap;
 pub mod memfd;
+pub mod memory;
 pub mod udmabuf;
 
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -82,7 +83,7 @@ impl Buffer {
         // memory would end in reclaim and the OOM killer (seen in the VM rig with the system
         // heap), not in a clean error. CMA/carveout heaps have their own pools: not checked.
         if heap.kind != BufferKind::DmaHeap || heap.name.starts_with("system") {
-            memfd::check_fits_in_memory(size).map_err(alloc_err)?;
+            memory::check_fits_in_memory(size).map_err(alloc_err)?;
         }
         let fd = match heap.kind {
             BufferKind::Memfd | BufferKind::Udmabuf => {
