@@ -93,7 +93,11 @@ pub struct Loaded {
 pub struct Capabilities {
     pub kernel_release: String,
     pub io_uring: bool,
+    /// io_uring can register a dma-buf as a fixed buffer for a target file (the dma-buf
+    /// read/write series): the DMABUF_REGISTERED path.
     pub io_uring_dmabuf_regbuf: bool,
+    /// How the probe decided (the kernel's answers), for logs and `info`.
+    pub io_uring_dmabuf_regbuf_detail: String,
     pub cachestat: bool,
 }
 

@@ -4,8 +4,9 @@
 //! 1. **Allocate** the buffer from its provider (`buffer/`): a memfd (also behind udmabuf)
 //!    or a dma-heap buffer, mapped writable. memfd pages are not allocated here: a helper
 //!    thread faults them in ahead of the reads while the I/O runs ([`Populator`]).
-//! 2. **Choose the I/O path** ([`choose_path`]): O_DIRECT into registered pages, O_DIRECT
-//!    unregistered, io_uring buffered, plain pread. Each refusal by the kernel moves one
+//! 2. **Choose the I/O path** ([`choose_path`]): the dma-buf itself registered with io_uring
+//!    for the device ([`dmabuf_registered`], kernels with the dma-buf read/write series), O_DIRECT
+//!    into registered pages, O_DIRECT unregistered, io_uring buffered, plain pread. Each refusal by the kernel moves one
 //!    step down the chain, and `Loaded::io_path_reason` records why.
 //! 3. **Read** ([`direct`], [`buffered_uring`], [`buffered_sync`]); the io_uring loop itself
 //!    is in `uring.rs`. Progress, cancellation and the deadline are handled between
@@ -34,6 +35,8 @@ use crate::sys::mman::Mapping;
 use crate::sys::ring::ReadRing;
 use crate::sys::{cachestat, statx};
 use crate::uring::{self, LoopError};
+
+pub(crate) mod dmabuf_registered;
 
 /// Reads in flight for the direct path. `dmabuf-loader-bench --sweep` on the dev host (virtio
 /// disk, ext4, 2 vCPUs, 1 GiB cold, 1 MiB reads): QD 8 1.75, QD 16 1.61, QD 32 1.87, QD 64
@@ -173,9 +176,10 @@ fn choose_path(
     config: &Config,
     caps: &Capabilities,
     buffer: &Buffer,
-    len: u64,
+    src: &Source,
     cached: Option<f64>,
 ) -> (IoPath, String) {
+    let len = src.len;
     if let Some(p) = config.force_io_path {
         return (p, "forced by configuration".into());
     }
@@ -189,6 +193,13 @@ fn choose_path(
         return (
             IoPath::BufferedSync,
             "io_uring unavailable on this kernel".into(),
+        );
+    }
+    if dmabuf_registered::applies(caps, buffer, src).is_ok() {
+        return (
+            IoPath::DmabufRegistered,
+            "the dma-buf registered with io_uring for the device: it DMAs straight into the buffer"
+                .into(),
         );
     }
     if !buffer.heap.direct_io {
@@ -233,19 +244,23 @@ fn fill(
     progress: &mut Progress<'_, '_>,
 ) -> Result<(IoPath, String)> {
     let cached = cached_fraction(config, caps, src);
-    let (mut path, mut reason) = choose_path(config, caps, buffer, src.len, cached);
+    let (mut path, mut reason) = choose_path(config, caps, buffer, src, cached);
+    if caps.io_uring_dmabuf_regbuf && path != IoPath::DmabufRegistered {
+        if let Err(why) = dmabuf_registered::applies(caps, buffer, src) {
+            reason = format!("{reason} (DmabufRegistered not used: {why})");
+        }
+    }
     // Cached data copies fastest inline in our thread; uncached data reads best as plain
     // blocking reads on io-wq workers (see BUFFERED_QUEUE_DEPTH).
     let buffered_async = !cached.is_some_and(|f| f >= CACHED_FRACTION);
-    if path == IoPath::None || path == IoPath::DmabufRegistered {
-        // DmabufRegistered needs a raw block device target and a kernel uAPI not in
-        // mainline (see `Capabilities::io_uring_dmabuf_regbuf`): never pretend to run it.
-        reason = format!("{path:?} cannot be forced for a file source");
+    if path == IoPath::None {
+        reason = format!("{path:?} cannot be forced for a non-empty range");
         path = IoPath::DirectRegistered;
     }
     let mut populator = match (config.alloc_strategy, buffer.memfd()) {
         (AllocStrategy::Overlap, Some(_))
-            if path != IoPath::BufferedSync && buffer.size >= POPULATE_MIN =>
+            if !matches!(path, IoPath::BufferedSync | IoPath::DmabufRegistered)
+                && buffer.size >= POPULATE_MIN =>
         {
             Populator::start(
                 map.clone(),
@@ -259,6 +274,9 @@ fn fill(
     loop {
         progress.restart();
         let attempt = match path {
+            IoPath::DmabufRegistered => {
+                dmabuf_registered::attempt(config, caps, src, buffer, depth, chunk, progress)
+            }
             IoPath::DirectRegistered | IoPath::Direct => direct(
                 src,
                 map,

@@ -7,8 +7,17 @@ CACHE=${VM_CACHE:-$VM_DIR/cache}
 # Where cargo puts the project's release binaries (honours the caller's CARGO_TARGET_DIR).
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 
-# The kernel: Debian's 6.12 "unsigned" image (bookworm ships it in bookworm-security/-backports).
-KERNEL_PKG_REGEX=${VM_KERNEL_PKG_REGEX:-'^linux-image-6\.12\.[0-9]+\+deb[0-9]+-amd64-unsigned$'}
+# The stock kernel the rig boots, pinned: package, exact version and the suite that has it (a
+# newer upload changes what the rig proves, so it is a deliberate edit here, never apt's newest).
+# Debian keeps only the newest upload in a security suite: when this one is superseded,
+# fetch-kernel.sh says so and the pin is moved (the cached .deb keeps working meanwhile).
+KERNEL_PKG=${VM_KERNEL_PKG:-linux-image-6.12.107+deb12-amd64-unsigned}
+KERNEL_PKG_VERSION=${VM_KERNEL_PKG_VERSION:-6.12.107-1~deb12u1}
+KERNEL_SUITE=${VM_KERNEL_SUITE:-bookworm-security}
+KERNEL_SUITE_URI=${VM_KERNEL_SUITE_URI:-http://deb.debian.org/debian-security}
+# The seed kernel (Linux 7.2.13 + the io_uring dma-buf read/write series v3, everything built
+# in, binderfs): a prebuilt test input next to the repository, never part of it.
+SEED_KERNEL_DIR=${VM_SEED_KERNEL_DIR:-$REPO/../shared/seed-kernel}
 # Modules the guest loads, in addition to their dependencies (resolved from modules.dep).
 GUEST_MODULES=(binder_linux nvme ext4 crc32c_generic)
 
