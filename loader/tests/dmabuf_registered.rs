@@ -293,3 +293,38 @@ fn device_eio_is_an_io_error_and_frees_everything() {
         }
     }
 }
+
+#[test]
+fn regular_file_target_is_tried_and_the_refusal_recorded() {
+    let loader = loader_with(|_| {});
+    if !loader.heaps().iter().any(|h| h.name == "system") {
+        eprintln!("no system dma-heap: skipped (the VM rig has one)");
+        return;
+    }
+    let dir = std::env::var("DMABUF_LOADER_TEST_DIR").unwrap_or_else(|_| "/tmp".into());
+    let path = std::path::Path::new(&dir).join(format!("regbuf-file-{}", std::process::id()));
+    let data: Vec<u8> = (0..(2 << 20) + 17).map(|i| (i * 13 % 253) as u8).collect();
+    std::fs::write(&path, &data).unwrap();
+    for round in 0..2 {
+        let f = File::open(&path).unwrap();
+        let req = LoadRequest {
+            heap: Some("system".into()),
+            ..Default::default()
+        };
+        let l = loader
+            .load(f.as_fd(), &req, &LoadControl::default())
+            .unwrap();
+        eprintln!("file round {round}: {:?} ({})", l.io_path, l.io_path_reason);
+        if expect_available() {
+            // v3 implements dma-buf targets for block devices only.
+            assert_eq!(l.io_path, IoPath::Buffered, "{}", l.io_path_reason);
+            assert!(
+                l.io_path_reason.contains("EOPNOTSUPP"),
+                "round {round}: {}",
+                l.io_path_reason
+            );
+        }
+        assert!(read_back(&l.fd, l.buffer_size)[..data.len()] == data[..]);
+    }
+    std::fs::remove_file(&path).unwrap();
+}

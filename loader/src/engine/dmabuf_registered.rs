@@ -7,9 +7,12 @@
 //!
 //! When it applies ([`applies`]): the kernel has the uAPI, the buffer is a real dma-buf of at
 //! most 1 GiB (the series' limit; a larger load is not split over several dma-bufs, which
-//! would not be one buffer: it takes the next path, saying so), and the source is a raw block
-//! device (allowed by `Config::allow_block_devices`) that the kernel accepts as a target: an
-//! NVMe namespace opened O_DIRECT. Every refusal (registration errno, a first read refused)
+//! would not be one buffer: it takes the next path, saying so), and the target is what the
+//! kernel accepts: an NVMe namespace opened O_DIRECT, i.e. a raw block-device source (allowed
+//! by `Config::allow_block_devices`). A regular file is tried as the target itself (its
+//! O_DIRECT reopen: the kernel then maps the file's blocks, nothing here has to): the series
+//! says file targets may come, v3 refuses them with EOPNOTSUPP, which is recorded in the
+//! reason and remembered per file system so later loads skip the attempt. Every refusal (registration errno, a first read refused)
 //! steps down to the path the buffer would otherwise take, with the errno in
 //! `io_path_reason`: BUFFERED for a dma-heap, DIRECT_REGISTERED for a udmabuf.
 //!
@@ -18,6 +21,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Mutex;
 
 use nix::errno::Errno;
 
@@ -242,9 +246,43 @@ pub(super) fn applies(caps: &Capabilities, buffer: &Buffer, src: &Source) -> Res
         ));
     }
     if !src.is_block_device {
-        return Err("the source is a regular file, not a raw NVMe block device".into());
+        if let Some(errno) = file_refusal(src.dev) {
+            return Err(format!(
+                "io_uring refuses dma-buf registration for files on this file system ({}: \
+                 the series takes raw NVMe block devices only)",
+                Errno::from_raw(errno)
+            ));
+        }
+        if buffer.heap.kind == BufferKind::Udmabuf {
+            // Trying would wrap the udmabuf before the reads, pinning every page up front
+            // instead of letting the direct reads fault them in; a dma-heap buffer exists
+            // already, so files are tried (and the answer remembered) with those.
+            return Err(
+                "a regular file into a udmabuf: not tried before a dma-heap load learnt whether \
+                 this file system takes dma-buf targets"
+                    .into(),
+            );
+        }
     }
     Ok(())
+}
+
+/// File systems (by st_dev) whose files io_uring refused as dma-buf targets, and the errno.
+/// The series (v3) implements the target side for block devices only and says file targets
+/// may come: every load of a file tries the registration for the file itself until the
+/// kernel has refused one file of that file system; after that the refusal is known.
+static FILE_REFUSALS: Mutex<Vec<(u64, i32)>> = Mutex::new(Vec::new());
+
+fn file_refusal(dev: u64) -> Option<i32> {
+    let r = FILE_REFUSALS.lock().unwrap_or_else(|e| e.into_inner());
+    r.iter().find(|(d, _)| *d == dev).map(|&(_, e)| e)
+}
+
+fn remember_file_refusal(dev: u64, errno: i32) {
+    let mut r = FILE_REFUSALS.lock().unwrap_or_else(|e| e.into_inner());
+    if !r.iter().any(|(d, _)| *d == dev) {
+        r.push((dev, errno));
+    }
 }
 
 /// What the buffer falls back to when this path is refused.
@@ -326,12 +364,17 @@ pub(super) fn attempt(
         &mut |n| progress.add(n),
     )
     .map_err(|e| match e {
-        FillError::Register(err) => fallback(format!(
-            "io_uring refused to register the {} dma-buf for {} ({err}: {})",
-            buffer.heap.name,
-            src.path,
-            explain_register(err.raw_os_error())
-        )),
+        FillError::Register(err) => {
+            if !src.is_block_device && err.raw_os_error() == Some(libc::EOPNOTSUPP) {
+                remember_file_refusal(src.dev, libc::EOPNOTSUPP);
+            }
+            fallback(format!(
+                "io_uring refused to register the {} dma-buf for {} ({err}: {})",
+                buffer.heap.name,
+                src.path,
+                explain_register(err.raw_os_error())
+            ))
+        }
         FillError::Refused { errno, dev_off } => fallback(format!(
             "READ_FIXED into the registered dma-buf was refused at offset {dev_off} ({errno})"
         )),
