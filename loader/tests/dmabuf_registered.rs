@@ -328,3 +328,107 @@ fn regular_file_target_is_tried_and_the_refusal_recorded() {
     }
     std::fs::remove_file(&path).unwrap();
 }
+
+/// CPU time of this process (all threads, user + system) and busy time of the whole machine
+/// (user + nice + system + irq + softirq of every CPU), in clock ticks.
+fn cpu_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // Fields after the ")" of the command name: state is field 3, utime 14, stime 15.
+    let rest: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let proc = rest[11].parse::<u64>().unwrap() + rest[12].parse::<u64>().unwrap();
+    let all = std::fs::read_to_string("/proc/stat").unwrap();
+    let cpu: Vec<u64> = all
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    (proc, cpu[0] + cpu[1] + cpu[2] + cpu[5] + cpu[6])
+}
+
+/// The rig's bench (tools/vm: `vm bench`), not a check: the same raw NVMe range into the
+/// system heap by BUFFERED (the status quo's CPU copy) vs DMABUF_REGISTERED, and into a
+/// udmabuf by DIRECT_REGISTERED vs DMABUF_REGISTERED, interleaved, the order rotated each
+/// round, the device's page cache dropped before each load. Prints wall time and CPU per GiB.
+#[test]
+#[ignore = "a benchmark: tools/vm's bench mode runs it on the seed kernel"]
+fn bench_raw_range_paths() {
+    let Some(dev) = device("DMABUF_LOADER_TEST_NVME") else {
+        return;
+    };
+    let rounds: usize = std::env::var("DMABUF_LOADER_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let len: u64 = 48 << 20;
+    let contenders = [
+        ("system", IoPath::Buffered),
+        ("system", IoPath::DmabufRegistered),
+        ("udmabuf", IoPath::DirectRegistered),
+        ("udmabuf", IoPath::DmabufRegistered),
+    ];
+    let loaders: Vec<Loader> = contenders
+        .iter()
+        .map(|&(_, p)| loader_with(|c| c.force_io_path = Some(p)))
+        .collect();
+    let tick = 100.0; // USER_HZ
+    let mut results: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); contenders.len()];
+    for round in 0..rounds {
+        for k in 0..contenders.len() {
+            let i = (k + round) % contenders.len();
+            let (heap, want) = contenders[i];
+            let f = File::open(&dev).unwrap();
+            nix::fcntl::posix_fadvise(
+                &f,
+                0,
+                0,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+            )
+            .unwrap();
+            let req = LoadRequest {
+                heap: Some(heap.into()),
+                length: Some(len),
+                ..Default::default()
+            };
+            let (p0, s0) = cpu_ticks();
+            let t = Instant::now();
+            let l = loaders[i]
+                .load(f.as_fd(), &req, &LoadControl::default())
+                .unwrap();
+            let wall = t.elapsed().as_secs_f64();
+            let (p1, s1) = cpu_ticks();
+            assert_eq!(l.io_path, want, "{heap}: {}", l.io_path_reason);
+            drop(l);
+            let gib = len as f64 / (1u64 << 30) as f64;
+            let (pc, sc) = ((p1 - p0) as f64 / tick / gib, (s1 - s0) as f64 / tick / gib);
+            println!(
+                "BENCH round={round} heap={heap} path={want:?} wall_ms={:.1} MiB/s={:.0} proc_cpu_s_per_GiB={pc:.2} guest_cpu_s_per_GiB={sc:.2}",
+                wall * 1e3,
+                len as f64 / (1 << 20) as f64 / wall
+            );
+            results[i].push((wall, pc, sc));
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    };
+    for (i, &(heap, path)) in contenders.iter().enumerate() {
+        let r = &results[i];
+        let wall = median(r.iter().map(|x| x.0).collect());
+        println!(
+            "BENCH-SUMMARY heap={heap} path={path:?} rounds={rounds} MiB={} median_MiB/s={:.0} median_proc_cpu_s_per_GiB={:.2} median_guest_cpu_s_per_GiB={:.2}",
+            len >> 20,
+            len as f64 / (1 << 20) as f64 / wall,
+            median(r.iter().map(|x| x.1).collect()),
+            median(r.iter().map(|x| x.2).collect())
+        );
+    }
+}

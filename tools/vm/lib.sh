@@ -19,7 +19,7 @@ KERNEL_SUITE_URI=${VM_KERNEL_SUITE_URI:-http://deb.debian.org/debian-security}
 # in, binderfs): a prebuilt test input next to the repository, never part of it.
 SEED_KERNEL_DIR=${VM_SEED_KERNEL_DIR:-$REPO/../shared/seed-kernel}
 # Modules the guest loads, in addition to their dependencies (resolved from modules.dep).
-GUEST_MODULES=(binder_linux nvme ext4 crc32c_generic)
+GUEST_MODULES=(binder_linux nvme ext4 crc32c_generic loop)
 
 RSBINDER_TOOLS_VERSION=0.12.0
 RSB_ROOT=$CACHE/rsbinder-tools-$RSBINDER_TOOLS_VERSION
@@ -27,8 +27,10 @@ RSB_ROOT=$CACHE/rsbinder-tools-$RSBINDER_TOOLS_VERSION
 # The project's binaries that go into the guest: cargo package -> binary.
 PROJECT_PACKAGES=(dmabuf_loader_service dmabuf_loader_client vts_hal_dmabuf_loader dmabuf_loader_soak)
 PROJECT_BINARIES=(dmabuf-loader-service dmabuf-loader VtsHalDmabufLoaderTargetTest dmabuf-loader-soak)
-# The core engine's integration tests, copied out of cargo's deps dir into cache/bin.
-CORE_TESTS=dmabuf-loader-core-tests
+# The core engine's integration tests (loader/tests/<target>.rs), copied out of cargo's deps
+# dir into cache/bin under these names: cargo test target -> guest binary.
+CORE_TEST_TARGETS=(load dmabuf_registered)
+CORE_TEST_BINARIES=(dmabuf-loader-core-tests dmabuf-loader-regbuf-tests)
 
 log() { printf '[vm %s] %s\n' "$(date -u +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

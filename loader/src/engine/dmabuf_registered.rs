@@ -368,8 +368,12 @@ pub(super) fn attempt(
             if !src.is_block_device && err.raw_os_error() == Some(libc::EOPNOTSUPP) {
                 remember_file_refusal(src.dev, libc::EOPNOTSUPP);
             }
+            let what = match err.raw_os_error() {
+                Some(e) => Errno::from_raw(e).to_string(),
+                None => err.to_string(),
+            };
             fallback(format!(
-                "io_uring refused to register the {} dma-buf for {} ({err}: {})",
+                "io_uring refused to register the {} dma-buf for {} ({what}: {})",
                 buffer.heap.name,
                 src.path,
                 explain_register(err.raw_os_error())
