@@ -27,6 +27,7 @@ use anyhow::anyhow;
 use nix::errno::Errno;
 
 use crate::api::*;
+use crate::buffer::pages::PagePlan;
 use crate::buffer::Buffer;
 use crate::loader::Prepared;
 use crate::source::{self, Source};
@@ -128,6 +129,7 @@ pub(crate) fn run(
             Some((ChecksumType::Xxh3_64, xxhash_rust::xxh3::xxh3_64(data)))
         }
     };
+    let page_size = buffer.page_size_seen(&map);
     buffer.cpu_write_sync(true)?;
     drop(map);
     let heap = buffer.heap.clone();
@@ -140,17 +142,19 @@ pub(crate) fn run(
         heap: heap.name,
         kind: heap.kind,
         io_path,
+        page_size,
         io_path_reason,
         alloc_time,
         total_time: started.elapsed(),
         checksum,
     };
     log::debug!(
-        "loaded {} bytes of {} at {} into {} via {:?} ({}) in {:?}",
+        "loaded {} bytes of {} at {} into {} ({} KiB pages) via {:?} ({}) in {:?}",
         loaded.data_len,
         p.source.path,
         p.source.offset,
         loaded.heap,
+        loaded.page_size >> 10,
         loaded.io_path,
         loaded.io_path_reason,
         loaded.total_time
@@ -256,6 +260,12 @@ fn fill(
     };
     let depth = config.queue_depth.unwrap_or(DEFAULT_QUEUE_DEPTH);
     let chunk = config.chunk_size.unwrap_or(DEFAULT_CHUNK);
+    // Registered slices never split a huge page: each one then pins whole large folios,
+    // which io_uring coalesces into one segment per folio.
+    let slice_min = match buffer.pages {
+        PagePlan::Hugetlb(ps) | PagePlan::Thp(ps) => ps as usize,
+        PagePlan::Base => 0,
+    };
     loop {
         progress.restart();
         let attempt = match path {
@@ -265,6 +275,7 @@ fn fill(
                 depth,
                 chunk,
                 path == IoPath::DirectRegistered,
+                slice_min,
                 progress,
             ),
             IoPath::Buffered => buffered_uring(
@@ -382,6 +393,7 @@ fn direct(
     depth: u32,
     chunk: usize,
     fixed: bool,
+    slice_min: usize,
     progress: &mut Progress<'_, '_>,
 ) -> std::result::Result<Done, Attempt> {
     let fallback = |why: String| Attempt::Fallback {
@@ -420,7 +432,7 @@ fn direct(
     let mut fixed_slice = None;
     if fixed {
         // A whole number of chunks per slice, so no read straddles two slots.
-        let slice = FIXED_SLICE.max(chunk) / chunk * chunk;
+        let slice = FIXED_SLICE.max(slice_min).max(chunk) / chunk * chunk;
         let slots = (body_end - body_start).div_ceil(slice as u64) as u32;
         match ring.enable_fixed(slots) {
             Ok(()) => fixed_slice = Some(slice),
