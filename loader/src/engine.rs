@@ -1,8 +1,11 @@
 //! The data path, top to bottom: a validated source ([`Prepared`], see `source.rs`) in, a
 //! filled buffer fd ([`Loaded`]) out.
 //!
-//! 1. **Allocate** the buffer from its provider (`buffer/`): a memfd (also behind udmabuf)
-//!    or a dma-heap buffer, mapped writable. memfd pages are not allocated here: a helper
+//! 0. **Small ranges** (<= [`SMALL_RANGE`]) into memfd-backed buffers skip everything below:
+//!    one pread, one pwrite into an unmapped memfd ([`small`]).
+//! 1. **Allocate** the buffer from its provider (`buffer/`): a memfd (also behind udmabuf;
+//!    hugetlb or THP pages where the kernel offers them, `buffer/pages.rs`) or a dma-heap
+//!    buffer, mapped writable. memfd pages are not allocated here: a helper
 //!    thread faults them in ahead of the reads while the I/O runs ([`Populator`]).
 //! 2. **Choose the I/O path** ([`choose_path`]): O_DIRECT into registered pages, O_DIRECT
 //!    unregistered, io_uring buffered, plain pread. Each refusal by the kernel moves one

@@ -13,7 +13,9 @@
 //!   only the page cache can give way, as on a phone with 4 GB taken).
 //!
 //! Contender order rotates every round. Per run it prints wall time, completion (ok /
-//! error code / killed by signal), the cgroup's peak usage and its OOM kills. Needs root
+//! error code / killed by signal), the peak memory the contender added (its cgroup's peak
+//! usage: buffer + page cache charged to it; unconstrained runs use a cgroup without a
+//! limit), the file's page cache left behind (cachestat) and OOM kills. Needs root
 //! (cgroup creation). Every cgroup and child is removed/killed when it ends.
 //!
 //!     dmabuf-loader-pressure FILE [--rounds 3] [--stress] [--service-bin PATH --client-bin PATH]
@@ -78,7 +80,7 @@ pub struct Cgroup {
 impl Cgroup {
     /// Creates `name` with memory limit `limit` bytes under the v2 root if it has the memory
     /// controller, else under the v1 memory hierarchy.
-    pub fn create(name: &str, limit: u64) -> Result<Cgroup> {
+    pub fn create(name: &str, limit: Option<u64>) -> Result<Cgroup> {
         let v2_root = Path::new("/sys/fs/cgroup");
         let v2_ctrls =
             std::fs::read_to_string(v2_root.join("cgroup.controllers")).unwrap_or_default();
@@ -93,12 +95,15 @@ impl Cgroup {
         };
         std::fs::create_dir(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
         let cg = Cgroup { dir, v2 };
-        let (file, value) = if v2 {
-            ("memory.max", limit.to_string())
-        } else {
-            ("memory.limit_in_bytes", limit.to_string())
-        };
-        std::fs::write(cg.dir.join(file), value).with_context(|| format!("setting {file}"))?;
+        if let Some(limit) = limit {
+            let file = if v2 {
+                "memory.max"
+            } else {
+                "memory.limit_in_bytes"
+            };
+            std::fs::write(cg.dir.join(file), limit.to_string())
+                .with_context(|| format!("setting {file}"))?;
+        }
         if v2 {
             let _ = std::fs::write(cg.dir.join("memory.swap.max"), "0");
         }
@@ -243,6 +248,16 @@ struct Outcome {
     result: String,
     peak: u64,
     oom_kills: u64,
+    /// Bytes of the file in the page cache right after the load.
+    cache_left: u64,
+}
+
+/// Bytes of `path` in the page cache (cachestat, 6.5+; 0 where the kernel lacks it).
+fn cached_bytes(path: &Path) -> u64 {
+    let Ok(f) = File::open(path) else { return 0 };
+    dmabuf_loader::sys::cachestat::cachestat(f.as_fd(), 0, 0)
+        .map(|c| c.nr_cache * 4096)
+        .unwrap_or(0)
 }
 
 struct Env {
@@ -254,14 +269,10 @@ struct Env {
 }
 
 fn run_child(env: &Env, which: &str, limit: Option<u64>, tag: &str) -> Result<Outcome> {
-    let cg = limit
-        .map(|l| {
-            Cgroup::create(
-                &format!("dmabuf-loader-pressure-{}-{tag}", std::process::id()),
-                l,
-            )
-        })
-        .transpose()?;
+    let cg = Some(Cgroup::create(
+        &format!("dmabuf-loader-pressure-{}-{tag}", std::process::id()),
+        limit,
+    )?);
     drop_cache(&env.file)?;
     let mut cmd = Command::new(&env.me);
     cmd.arg("--child")
@@ -290,19 +301,16 @@ fn run_child(env: &Env, which: &str, limit: Option<u64>, tag: &str) -> Result<Ou
         result,
         peak: cg.as_ref().map_or(0, |c| c.peak()),
         oom_kills: cg.as_ref().map_or(0, |c| c.oom_kills()),
+        cache_left: cached_bytes(&env.file),
     })
 }
 
 /// The service inside the cgroup (its buffer pages are charged there), the client outside.
 fn run_service(env: &Env, limit: Option<u64>, tag: &str) -> Result<Outcome> {
-    let cg = limit
-        .map(|l| {
-            Cgroup::create(
-                &format!("dmabuf-loader-pressure-{}-{tag}", std::process::id()),
-                l,
-            )
-        })
-        .transpose()?;
+    let cg = Some(Cgroup::create(
+        &format!("dmabuf-loader-pressure-{}-{tag}", std::process::id()),
+        limit,
+    )?);
     let sock = std::env::temp_dir().join(format!(
         "dmabuf-loader-pressure-{}.sock",
         std::process::id()
@@ -361,6 +369,7 @@ fn run_service(env: &Env, limit: Option<u64>, tag: &str) -> Result<Outcome> {
         .output()
         .context("running the client")?;
     let wall = t.elapsed();
+    let cache_left = cached_bytes(&env.file);
     let alive = matches!(svc.try_wait(), Ok(None));
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
@@ -389,6 +398,7 @@ fn run_service(env: &Env, limit: Option<u64>, tag: &str) -> Result<Outcome> {
         result,
         peak,
         oom_kills: oom,
+        cache_left,
     })
 }
 
@@ -486,11 +496,12 @@ fn main() -> Result<()> {
                 let i = (k + round as usize + m) % contenders.len();
                 let o = run_one(&env, contenders[i], *limit, &format!("{m}-{round}-{i}"))?;
                 eprintln!(
-                    "{name} round {round} {:<10} {:>8.0} ms  {}  peak {:.0} MiB  oom kills {}",
+                    "{name} round {round} {:<10} {:>8.0} ms  {}  peak {:.0} MiB  cache left {:.0} MiB  oom kills {}",
                     contenders[i],
                     o.wall.as_secs_f64() * 1e3,
                     o.result,
                     mib(o.peak),
+                    mib(o.cache_left),
                     o.oom_kills
                 );
                 results[m][i].push(o);
@@ -502,8 +513,8 @@ fn main() -> Result<()> {
         }
     }
     println!(
-        "\n{:<38} {:<10} {:>10} {:>10} {:>9} {:>5}  completion",
-        "mode", "contender", "median ms", "vs uncon.", "peak MiB", "OOMs"
+        "\n{:<38} {:<10} {:>10} {:>10} {:>9} {:>11} {:>5}  completion",
+        "mode", "contender", "median ms", "vs uncon.", "peak MiB", "cache left", "OOMs"
     );
     for (m, (name, _)) in modes.iter().enumerate() {
         for (i, c) in contenders.iter().enumerate() {
@@ -517,12 +528,13 @@ fn main() -> Result<()> {
             let mut outcomes: Vec<String> = v.iter().map(|o| o.result.clone()).collect();
             outcomes.dedup();
             println!(
-                "{:<38} {:<10} {:>10.0} {:>9.2}x {:>9.0} {:>5}  {ok}/{} ok; {}",
+                "{:<38} {:<10} {:>10.0} {:>9.2}x {:>9.0} {:>9.1}MiB {:>5}  {ok}/{} ok; {}",
                 name,
                 c,
                 med.wall.as_secs_f64() * 1e3,
                 ratio,
                 mib(v.iter().map(|o| o.peak).max().unwrap_or(0)),
+                mib(v.iter().map(|o| o.cache_left).max().unwrap_or(0)),
                 v.iter().map(|o| o.oom_kills).sum::<u64>(),
                 v.len(),
                 outcomes.join(" | ")
