@@ -42,6 +42,10 @@ impl Prepared {
     pub fn heap(&self) -> &HeapInfo {
         &self.heap
     }
+    /// Where the source fd points (read once during validation), for logs.
+    pub fn source_path(&self) -> &str {
+        &self.source.path
+    }
 }
 
 fn page_size() -> u64 {

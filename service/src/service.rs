@@ -5,7 +5,6 @@
 //! before the load starts are thrown as ServiceSpecificExceptions from the call itself (also
 //! for `loadAsync`); failures after an async load started arrive at `ILoadCallback.onError`.
 
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -120,14 +119,22 @@ impl DmabufLoaderService {
         let prepared = self.loader.prepare(borrow_pfd(fd), req)?;
         let permit = self.admission.try_admit(uid, prepared.buffer_size())?;
         let entry = self.tasks.register()?;
-        let what = describe(uid, fd, &prepared);
+        let what = describe(uid, &prepared);
         let ctl = LoadControl {
             cancel: entry.cancel.clone(),
             deadline: self.deadline(),
             progress: None,
         };
         let loaded = self.loader.run(prepared, &ctl)?;
-        log::info!(
+        // Small loads log at debug: at info, one line per 4 KiB load was a measurable part of
+        // its latency (a write(2) per call; logd on a device) and floods the log.
+        let level = if loaded.data_len >= SMALL_LOAD_LOG {
+            log::Level::Info
+        } else {
+            log::Level::Debug
+        };
+        log::log!(
+            level,
             "load {}: {what}: {} bytes via {:?} in {:.1} ms ({:.0} MiB/s; {:.3} ms in the call)",
             entry.id,
             loaded.data_len,
@@ -141,17 +148,23 @@ impl DmabufLoaderService {
     }
 }
 
+/// Loads smaller than this log at debug level, larger ones at info.
+const SMALL_LOAD_LOG: u64 = 1 << 20;
+
 /// "uid 1000 /data/x.bin (4096 bytes) -> heap system" for the per-load log line (not built
-/// when info logging is off: the readlink is a measurable part of a small load).
-fn describe(uid: u32, fd: &ParcelFileDescriptor, p: &dmabuf_loader::Prepared) -> String {
-    if !log::log_enabled!(log::Level::Info) {
+/// when no log line will be written; the path is the one the engine read when validating).
+fn describe(uid: u32, p: &dmabuf_loader::Prepared) -> String {
+    let level = if p.data_len() >= SMALL_LOAD_LOG {
+        log::Level::Info
+    } else {
+        log::Level::Debug
+    };
+    if !log::log_enabled!(level) {
         return String::new();
     }
-    let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "<unnamed fd>".into());
     format!(
-        "uid {uid} {path} ({} bytes) -> heap {}",
+        "uid {uid} {} ({} bytes) -> heap {}",
+        p.source_path(),
         p.data_len(),
         p.heap().name
     )
@@ -184,7 +197,7 @@ impl IDmabufLoader for DmabufLoaderService {
             let prepared = self.loader.prepare(borrow_pfd(fd), &req)?;
             let permit = self.admission.try_admit(uid, prepared.buffer_size())?;
             let entry = self.tasks.register()?;
-            let what = describe(uid, fd, &prepared);
+            let what = describe(uid, &prepared);
             task::spawn(AsyncLoad {
                 loader: Arc::clone(&self.loader),
                 prepared,

@@ -119,6 +119,15 @@ impl Mapping {
         unsafe { nix::sys::mman::madvise(p.cast(), range.len(), MmapAdvise::MADV_POPULATE_WRITE) }
     }
 
+    /// Asks for transparent huge pages for this mapping (MADV_HUGEPAGE): for a shmem
+    /// mapping the kernel then allocates huge folios at fault time where `shmem_enabled`
+    /// allows `advise`, falling back to small pages by itself.
+    pub fn advise_hugepage(&self) -> nix::Result<()> {
+        // SAFETY: the whole live mapping; MADV_HUGEPAGE only changes how future faults
+        // allocate, never the contents, so no reference into it is invalidated.
+        unsafe { nix::sys::mman::madvise(self.ptr.cast(), self.len, MmapAdvise::MADV_HUGEPAGE) }
+    }
+
     /// Drops the pages of `range` from this mapping and the page cache of its file where
     /// it is anonymous memory (MADV_DONTNEED); used by the bench to reset a target.
     pub fn dontneed(&mut self) -> nix::Result<()> {
