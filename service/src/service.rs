@@ -128,7 +128,7 @@ impl DmabufLoaderService {
         };
         let loaded = self.loader.run(prepared, &ctl)?;
         log::info!(
-            "load {}: {what}: {} bytes via {:?} in {:.1} ms ({:.0} MiB/s; {:.3} ms in the call)",
+            "load {}: {what}: {} bytes via {} in {:.1} ms ({:.0} MiB/s; {:.3} ms in the call)",
             entry.id,
             loaded.data_len,
             loaded.io_path,
