@@ -160,7 +160,7 @@ pub fn throughput(
             .borrow_mut()
             .push(d.saturating_sub(l.total_time));
         let path = format!(
-            "{:?} (alloc {:.0} ms)",
+            "{} (alloc {:.0} ms)",
             l.io_path,
             l.alloc_time.as_secs_f64() * 1e3
         );

@@ -29,6 +29,27 @@ pub enum IoPath {
     None,
 }
 
+impl IoPath {
+    /// The one spelling used everywhere a person reads it (logs, reports, the bench): the AIDL
+    /// enumerator's name, `DIRECT_REGISTERED`.
+    pub fn name(self) -> &'static str {
+        match self {
+            IoPath::DirectRegistered => "DIRECT_REGISTERED",
+            IoPath::Direct => "DIRECT",
+            IoPath::Buffered => "BUFFERED",
+            IoPath::BufferedSync => "BUFFERED_SYNC",
+            IoPath::DmabufRegistered => "DMABUF_REGISTERED",
+            IoPath::None => "NONE",
+        }
+    }
+}
+
+impl std::fmt::Display for IoPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Checksum over the loaded data range. Mirrors AIDL `ChecksumType`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum ChecksumType {

@@ -382,6 +382,34 @@ fn bad_sources_each_get_their_own_error() {
     );
     assert!(format!("{e}").contains("/dev/null"), "{e}");
 
+    // Regular files on pseudo file systems: size 0 (procfs) or 4096 (sysfs) whatever they hold.
+    for (pseudo, fs) in [
+        ("/proc/self/status", "procfs"),
+        ("/sys/kernel/mm/transparent_hugepage/enabled", "sysfs"),
+    ] {
+        let Ok(f) = File::open(pseudo) else { continue };
+        let e = expect_err(&loader, &f, &req);
+        assert_eq!(
+            (e.kind, source_error(&e)),
+            (
+                ErrorKind::UnsupportedFileType,
+                SourceError::PseudoFileSystem
+            ),
+            "{pseudo}"
+        );
+        assert!(format!("{e:#}").contains(fs), "{e:#}");
+    }
+    // A genuinely empty regular file is not one of them: it loads, as 0 bytes.
+    let empty = write_file(scratch.path(), "empty", &[]);
+    let l = loader
+        .load(
+            File::open(&empty).unwrap().as_fd(),
+            &req,
+            &LoadControl::default(),
+        )
+        .expect("an empty regular file loads");
+    assert_eq!(l.data_len, 0);
+
     // A closed fd number.
     let closed = File::open(&path).unwrap();
     let raw = closed.as_raw_fd();

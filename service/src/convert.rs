@@ -151,6 +151,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn one_spelling_of_each_io_path() {
+        use dmabuf_loader::IoPath as P;
+        for p in [
+            P::DirectRegistered,
+            P::Direct,
+            P::Buffered,
+            P::BufferedSync,
+            P::DmabufRegistered,
+            P::None,
+        ] {
+            assert_eq!(io_path_name(io_path_to_aidl(p)), p.to_string());
+        }
+    }
+
+    #[test]
     fn request_defaults_mean_whole_file_default_heap() {
         let r = request_from_aidl(&LoadRequest::default()).unwrap();
         assert_eq!(

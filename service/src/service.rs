@@ -135,7 +135,7 @@ impl DmabufLoaderService {
         };
         log::log!(
             level,
-            "load {}: {what}: {} bytes via {:?} in {:.1} ms ({:.0} MiB/s; {:.3} ms in the call)",
+            "load {}: {what}: {} bytes via {} in {:.1} ms ({:.0} MiB/s; {:.3} ms in the call)",
             entry.id,
             loaded.data_len,
             loaded.io_path,

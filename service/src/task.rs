@@ -200,7 +200,7 @@ fn run(load: AsyncLoad) {
     let delivered = match outcome {
         Ok(loaded) => {
             log::info!(
-                "task {id}: loaded {} bytes from heap {} via {:?} in {:.1} ms",
+                "task {id}: loaded {} bytes from heap {} via {} in {:.1} ms",
                 loaded.data_len,
                 loaded.heap,
                 loaded.io_path,
