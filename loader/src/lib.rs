@@ -10,6 +10,7 @@ pub mod bench;
 pub mod buffer;
 pub mod engine;
 mod loader;
+pub mod size;
 pub mod source;
 pub mod sys;
 mod uring;

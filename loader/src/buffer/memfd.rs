@@ -6,7 +6,7 @@ use std::os::unix::fs::OpenOptionsExt;
 
 use anyhow::Context;
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
-use nix::sys::memfd::{memfd_create, MFdFlags};
+use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
 use nix::unistd::ftruncate;
 
 /// A sealable memfd of `size` bytes named `name` (shown in /proc/<pid>/fd and maps).
@@ -15,13 +15,13 @@ pub fn create(name: &str, size: u64) -> anyhow::Result<OwnedFd> {
     let cname = std::ffi::CString::new(name.replace('\0', "")).context("memfd name")?;
     let fd = memfd_create(
         cname.as_c_str(),
-        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+        MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
     )
     .context("memfd_create")?;
     ftruncate(&fd, size as i64).with_context(|| format!("ftruncate memfd to {size} bytes"))?;
     // Fixed size from here on, like a dma-buf; udmabuf requires F_SEAL_SHRINK anyway.
     fcntl(
-        &fd,
+        fd.as_raw_fd(),
         FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW),
     )
     .context("F_ADD_SEALS(SHRINK|GROW)")?;
@@ -34,7 +34,7 @@ pub fn create(name: &str, size: u64) -> anyhow::Result<OwnedFd> {
 /// the receiver cannot even ask for write access. The O_RDWR original is closed.
 pub fn seal_read_only(fd: OwnedFd) -> anyhow::Result<OwnedFd> {
     fcntl(
-        &fd,
+        fd.as_raw_fd(),
         FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_SEAL),
     )
     .context("F_ADD_SEALS(WRITE|SEAL) on the filled memfd")?;
