@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::{IsTerminal, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -347,7 +347,7 @@ fn check(
         ));
     }
     if a.read_only {
-        let fl = nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_GETFL)?;
+        let fl = nix::fcntl::fcntl(fd.as_fd().as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)?;
         if fl & libc::O_ACCMODE != libc::O_RDONLY {
             problems.push("asked for a read-only buffer but the fd is writable".into());
         }

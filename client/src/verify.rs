@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::num::NonZeroUsize;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
 use std::ptr::NonNull;
 
@@ -77,7 +77,7 @@ pub fn verify(
     if data_len > buffer_size {
         bail!("the service reported {data_len} data bytes in a {buffer_size}-byte buffer");
     }
-    let actual = nix::sys::stat::fstat(buffer.as_fd())
+    let actual = nix::sys::stat::fstat(buffer.as_raw_fd())
         .context("fstat of the buffer")?
         .st_size as u64;
     if actual != 0 && actual < buffer_size {
@@ -87,7 +87,7 @@ pub fn verify(
         return Ok(Verified {
             data_len: 0,
             padding: 0,
-            xxh3: xxhash_rust::xxh3::xxh3_64(&[]),
+            xxh3: twox_hash::XxHash3_64::oneshot(&[]),
         });
     }
     let is_dmabuf = dmabuf_exporter(buffer)?.is_some();
@@ -132,7 +132,7 @@ fn compare(mem: &[u8], data_len: usize, file: &File, offset: u64) -> Result<Veri
     Ok(Verified {
         data_len: data_len as u64,
         padding: padding.len() as u64,
-        xxh3: xxhash_rust::xxh3::xxh3_64(&mem[..data_len]),
+        xxh3: twox_hash::XxHash3_64::oneshot(&mem[..data_len]),
     })
 }
 
@@ -140,11 +140,14 @@ fn compare(mem: &[u8], data_len: usize, file: &File, offset: u64) -> Result<Veri
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::os::fd::AsFd;
 
     fn memfd_with(bytes: &[u8], size: u64) -> File {
-        let fd =
-            nix::sys::memfd::memfd_create("verify-test", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-                .unwrap();
+        let fd = nix::sys::memfd::memfd_create(
+            c"verify-test",
+            nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
+        )
+        .unwrap();
         let mut f = File::from(fd);
         f.write_all(bytes).unwrap();
         f.set_len(size).unwrap();
@@ -158,7 +161,7 @@ mod tests {
         let buf = memfd_with(b"3456789", 4096);
         let v = verify(buf.as_fd(), 4096, 7, &src, 3).unwrap();
         assert_eq!((v.data_len, v.padding), (7, 4089));
-        assert_eq!(v.xxh3, xxhash_rust::xxh3::xxh3_64(b"3456789"));
+        assert_eq!(v.xxh3, twox_hash::XxHash3_64::oneshot(b"3456789"));
         assert_eq!(
             dmabuf_exporter(buf.as_fd()).unwrap(),
             None,

@@ -15,7 +15,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -233,7 +233,7 @@ pub fn ensure_file(path: &Path, size: u64) -> anyhow::Result<()> {
 /// Drops `path` from the page cache (POSIX_FADV_DONTNEED): the start of every cold run.
 pub fn drop_cache(path: &Path) -> anyhow::Result<()> {
     let f = File::open(path)?;
-    posix_fadvise(f.as_fd(), 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED)
+    posix_fadvise(f.as_raw_fd(), 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED)
         .context("POSIX_FADV_DONTNEED")?;
     Ok(())
 }

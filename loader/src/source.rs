@@ -148,7 +148,8 @@ pub fn current_size(fd: BorrowedFd<'_>, is_block_device: bool) -> Result<u64> {
     if is_block_device {
         return block_device_size(fd);
     }
-    let st = fstat(fd).map_err(|e| LoadError::new(ErrorKind::Io, anyhow!("fstat: {e}")))?;
+    let st =
+        fstat(fd.as_raw_fd()).map_err(|e| LoadError::new(ErrorKind::Io, anyhow!("fstat: {e}")))?;
     Ok(st.st_size as u64)
 }
 
@@ -159,13 +160,11 @@ fn reopen_without_direct(
     st: &nix::sys::stat::FileStat,
 ) -> std::result::Result<OwnedFd, String> {
     let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    let new = nix::fcntl::open(
-        proc_path.as_str(),
-        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|e| format!("open {proc_path}: {e}"))?;
-    let nst = fstat(&new).map_err(|e| format!("fstat of the reopen: {e}"))?;
+    // std opens O_RDONLY | O_CLOEXEC and hands back an owned fd.
+    let new = OwnedFd::from(
+        std::fs::File::open(&proc_path).map_err(|e| format!("open {proc_path}: {e}"))?,
+    );
+    let nst = fstat(new.as_raw_fd()).map_err(|e| format!("fstat of the reopen: {e}"))?;
     if (nst.st_dev, nst.st_ino) != (st.st_dev, st.st_ino) {
         return Err("the reopen is not the same inode".into());
     }
@@ -175,7 +174,7 @@ fn reopen_without_direct(
 /// Validates `fd` and the range of `req` against `config`.
 pub fn validate(fd: BorrowedFd<'_>, req: &LoadRequest, config: &Config) -> Result<Source> {
     let raw = fd.as_raw_fd();
-    let flags = match fcntl(fd, FcntlArg::F_GETFL) {
+    let flags = match fcntl(raw, FcntlArg::F_GETFL) {
         Ok(f) => OFlag::from_bits_retain(f),
         Err(Errno::EBADF) => return Err(refuse(SourceError::Closed, format!("fd {raw}"))),
         Err(e) => {
@@ -192,7 +191,7 @@ pub fn validate(fd: BorrowedFd<'_>, req: &LoadRequest, config: &Config) -> Resul
         return Err(refuse(SourceError::WriteOnly, format!("fd {raw}")));
     }
     let st =
-        fstat(fd).map_err(|e| LoadError::new(ErrorKind::BadFd, anyhow!("fstat fd {raw}: {e}")))?;
+        fstat(raw).map_err(|e| LoadError::new(ErrorKind::BadFd, anyhow!("fstat fd {raw}: {e}")))?;
     let path = std::fs::read_link(format!("/proc/self/fd/{raw}"))
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_else(|_| format!("fd:{raw}"));

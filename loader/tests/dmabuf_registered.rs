@@ -386,7 +386,7 @@ fn bench_raw_range_paths() {
             let (heap, want) = contenders[i];
             let f = File::open(&dev).unwrap();
             nix::fcntl::posix_fadvise(
-                &f,
+                std::os::fd::AsRawFd::as_raw_fd(&f),
                 0,
                 0,
                 nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,

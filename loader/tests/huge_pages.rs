@@ -96,7 +96,7 @@ fn load(loader: &Loader, path: &Path, data: &[u8], read_only: bool) -> Loaded {
     );
     assert_eq!(
         l.checksum,
-        Some((ChecksumType::Xxh3_64, xxhash_rust::xxh3::xxh3_64(data)))
+        Some((ChecksumType::Xxh3_64, twox_hash::XxHash3_64::oneshot(data)))
     );
     l
 }

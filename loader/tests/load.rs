@@ -101,7 +101,7 @@ fn check_load(loader: &Loader, path: &Path, data: &[u8], off: u64, len: Option<u
     );
     assert_eq!(
         l.checksum,
-        Some((ChecksumType::Xxh3_64, xxhash_rust::xxh3::xxh3_64(want)))
+        Some((ChecksumType::Xxh3_64, twox_hash::XxHash3_64::oneshot(want)))
     );
     assert!(loader
         .heaps()
@@ -301,7 +301,7 @@ fn cached_range_takes_the_buffered_path() {
     // Dropped from the cache: direct.
     let f = File::open(&path).unwrap();
     nix::fcntl::posix_fadvise(
-        f.as_fd(),
+        f.as_raw_fd(),
         0,
         0,
         nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
@@ -468,14 +468,14 @@ fn client_file_description_is_untouched() {
     let path = write_file(scratch.path(), "untouched", &data);
     let mut f = File::open(&path).unwrap();
     f.seek(SeekFrom::Start(123)).unwrap();
-    let flags = nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+    let flags = nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL).unwrap();
     for &p in PATHS {
         let loader = loader_with(|c| c.force_io_path = Some(p));
         loader
             .load(f.as_fd(), &LoadRequest::default(), &LoadControl::default())
             .unwrap();
         assert_eq!(
-            nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GETFL).unwrap(),
+            nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL).unwrap(),
             flags
         );
         assert_eq!(f.stream_position().unwrap(), 123);
@@ -502,7 +502,7 @@ fn read_only_memfd_cannot_be_mapped_writable() {
         )
         .unwrap();
     assert_eq!(read_back(&l.fd, l.buffer_size)[..data.len()], data[..]);
-    let fl = nix::fcntl::fcntl(&l.fd, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+    let fl = nix::fcntl::fcntl(l.fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL).unwrap();
     assert_eq!(fl & libc::O_ACCMODE, libc::O_RDONLY);
     let len = std::num::NonZeroUsize::new(l.buffer_size as usize).unwrap();
     use nix::sys::mman::{mmap, MapFlags, ProtFlags};
@@ -799,7 +799,7 @@ fn every_provider_on_this_machine() {
                 .load(f.as_fd(), &req, &LoadControl::default())
                 .unwrap_or_else(|e| panic!("{} {p:?}: {e}", h.name));
             assert_eq!((l.kind, l.heap.as_str()), (h.kind, h.name.as_str()));
-            assert_eq!(l.checksum.unwrap().1, xxhash_rust::xxh3::xxh3_64(want));
+            assert_eq!(l.checksum.unwrap().1, twox_hash::XxHash3_64::oneshot(want));
             let m = dmabuf_loader::sys::mman::Mapping::shared_ro(&l.fd, l.buffer_size as usize)
                 .unwrap();
             assert!(

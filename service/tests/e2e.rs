@@ -202,7 +202,7 @@ fn big_file(size: u64) -> Result<PathBuf> {
 fn drop_cache(p: &Path) -> Result<()> {
     let f = File::open(p)?;
     nix::fcntl::posix_fadvise(
-        f.as_fd(),
+        f.as_raw_fd(),
         0,
         0,
         nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
@@ -389,7 +389,7 @@ fn load_range_checksum_and_read_only() -> Result<()> {
     );
     ensure!(r.checksumType == ChecksumType::XXH3_64, "checksum type");
     ensure!(
-        r.checksum as u64 == xxhash_rust::xxh3::xxh3_64(want),
+        r.checksum as u64 == twox_hash::XxHash3_64::oneshot(want),
         "checksum mismatch"
     );
     ensure!(
@@ -400,7 +400,7 @@ fn load_range_checksum_and_read_only() -> Result<()> {
     );
     let fd = result_fd(&r)?;
     check_buffer(&fd, want)?;
-    let fl = nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_GETFL)?;
+    let fl = nix::fcntl::fcntl(fd.as_fd().as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)?;
     ensure!(
         fl & libc::O_ACCMODE == libc::O_RDONLY,
         "read-only buffer fd is writable"
@@ -772,7 +772,7 @@ fn async_progress_then_complete() -> Result<()> {
     let mut want = vec![0u8; 200 * MIB as usize];
     File::open(&big)?.read_exact_at(&mut want, 3)?;
     ensure!(
-        r.checksum as u64 == xxhash_rust::xxh3::xxh3_64(&want),
+        r.checksum as u64 == twox_hash::XxHash3_64::oneshot(&want),
         "checksum"
     );
     check_buffer(&result_fd(&r)?, &want)?;
@@ -956,7 +956,7 @@ fn sixteen_concurrent_clients() -> Result<()> {
                     let r = code(c.service.load(&pfd(&f)?, &req))
                         .map_err(|e| anyhow!("client {i} round {round}: {e:?}"))?;
                     ensure!(
-                        r.checksum as u64 == xxhash_rust::xxh3::xxh3_64(&data),
+                        r.checksum as u64 == twox_hash::XxHash3_64::oneshot(&data),
                         "client {i}: checksum"
                     );
                     check_buffer(&result_fd(&r)?, &data).with_context(|| format!("client {i}"))?;

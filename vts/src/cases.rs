@@ -398,7 +398,7 @@ fn check_result(
         .with_context(|| format!("contents of a buffer from heap {:?}", heap.name))?;
     if req.checksum == ChecksumType::XXH3_64 {
         let bytes = os::read_range(file, offset, data)?;
-        let want = xxhash_rust::xxh3::xxh3_64(&bytes) as i64;
+        let want = twox_hash::XxHash3_64::oneshot(&bytes) as i64;
         ensure!(
             r.checksum == want,
             "checksum {:#x} != XXH3-64 of the data {:#x}",
@@ -1475,7 +1475,7 @@ fn client_fd_untouched(inst: &Instance, env: &Env) -> Result<()> {
     for api in Api::ALL {
         let mut f = File::open(&file)?;
         f.seek(SeekFrom::Start(12345))?;
-        let flags_before = nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GETFL)?;
+        let flags_before = nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)?;
         let p = pfd(f.try_clone()?);
         match api {
             Api::LoadFile => drop(call(l.loadFile(&p), "loadFile")?),
@@ -1492,7 +1492,7 @@ fn client_fd_untouched(inst: &Instance, env: &Env) -> Result<()> {
             "{}: the client's file offset moved from 12345 to {pos}",
             api.name()
         );
-        let flags_after = nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GETFL)?;
+        let flags_after = nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)?;
         ensure!(
             flags_after == flags_before,
             "{}: the client's file status flags changed from {flags_before:#o} to {flags_after:#o}",
@@ -1605,8 +1605,9 @@ fn io_path_matches_service_info(inst: &Instance, env: &Env) -> Result<()> {
 fn memfd_source(inst: &Instance) -> Result<()> {
     use std::io::Write as _;
     let size = 3 * MIB + 11;
-    let fd = nix::sys::memfd::memfd_create("vts-source", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-        .context("memfd_create")?;
+    let fd =
+        nix::sys::memfd::memfd_create(c"vts-source", nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)
+            .context("memfd_create")?;
     let mut f = File::from(fd);
     let mut bytes = Vec::with_capacity(size as usize + 8);
     for w in 0..size.div_ceil(8) {
@@ -1655,7 +1656,10 @@ fn source_opened_o_direct(inst: &Instance, env: &Env) -> Result<()> {
         check_result(&r, &hs, &req, &file, offset as u64, data)
             .with_context(|| format!("O_DIRECT source, range {offset}+{length}"))?;
     }
-    let flags = OFlag::from_bits_truncate(nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GETFL)?);
+    let flags = OFlag::from_bits_truncate(nix::fcntl::fcntl(
+        f.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_GETFL,
+    )?);
     ensure!(
         flags.contains(OFlag::O_DIRECT),
         "the client's O_DIRECT flag was cleared"
@@ -1682,8 +1686,8 @@ fn buffers_are_private(inst: &Instance, env: &Env) -> Result<()> {
             b.buffer.as_ref().context("no buffer")?,
         );
         let (sa, sb) = (
-            nix::sys::stat::fstat(binder::fd(fa))?,
-            nix::sys::stat::fstat(binder::fd(fb))?,
+            nix::sys::stat::fstat(binder::fd(fa).as_raw_fd())?,
+            nix::sys::stat::fstat(binder::fd(fb).as_raw_fd())?,
         );
         ensure!(
             (sa.st_dev, sa.st_ino) != (sb.st_dev, sb.st_ino),

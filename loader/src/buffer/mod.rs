@@ -124,6 +124,7 @@ impl Buffer {
                 pages: PagePlan::Base,
                 pages_note: None,
                 fd,
+                early_dmabuf: OnceLock::new(),
             };
             return Ok((buffer, map));
         }
@@ -141,6 +142,7 @@ impl Buffer {
                         pages: plan,
                         pages_note,
                         fd,
+                        early_dmabuf: OnceLock::new(),
                     };
                     return Ok((buffer, map));
                 }
@@ -197,6 +199,7 @@ impl Buffer {
             pages: PagePlan::Base,
             pages_note: None,
             fd,
+            early_dmabuf: OnceLock::new(),
         })
     }
 

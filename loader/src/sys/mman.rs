@@ -115,8 +115,11 @@ impl Mapping {
         // SAFETY: the range lies inside our live mapping (asserted); POPULATE_WRITE does not
         // modify memory contents, so no Rust reference to these bytes is invalidated.
         let p = unsafe { NonNull::new_unchecked(self.ptr.as_ptr().add(range.start)) };
+        // nix 0.29 (AOSP's) has no MmapAdvise::MADV_POPULATE_WRITE (Linux 5.14): libc's constant.
         // SAFETY: see above.
-        unsafe { nix::sys::mman::madvise(p.cast(), range.len(), MmapAdvise::MADV_POPULATE_WRITE) }
+        let rc =
+            unsafe { libc::madvise(p.as_ptr().cast(), range.len(), libc::MADV_POPULATE_WRITE) };
+        nix::errno::Errno::result(rc).map(drop)
     }
 
     /// Asks for transparent huge pages for this mapping (MADV_HUGEPAGE): for a shmem

@@ -184,7 +184,7 @@ fn one_op(
             let mut data = vec![0u8; want_len as usize];
             std::os::unix::fs::FileExt::read_exact_at(&file, &mut data, offset)?;
             ensure!(
-                r.checksum as u64 == xxhash_rust::xxh3::xxh3_64(&data),
+                r.checksum as u64 == twox_hash::XxHash3_64::oneshot(&data),
                 "checksum mismatch for {req:?}"
             );
             if rng.u32(..8) == 0 {

@@ -12,7 +12,7 @@
 //!
 //!     dmabuf-loader-limit FILE [--rounds 5] [--quick]
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -41,17 +41,7 @@ struct Cli {
 
 const SPREAD_WARN: f64 = 0.25;
 
-fn drop_cache(path: &Path) -> Result<()> {
-    let f = File::open(path)?;
-    nix::fcntl::posix_fadvise(
-        f.as_fd(),
-        0,
-        0,
-        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-    )
-    .context("POSIX_FADV_DONTNEED")?;
-    Ok(())
-}
+use dmabuf_loader::bench::drop_cache;
 
 /// O_DIRECT io_uring reads of `chunk` with `depth` in flight into anonymous memory,
 /// registered (READ_FIXED, slot = read in flight) when `fixed`.

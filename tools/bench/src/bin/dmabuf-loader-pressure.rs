@@ -163,17 +163,7 @@ impl Drop for Cgroup {
     }
 }
 
-fn drop_cache(path: &Path) -> Result<()> {
-    let f = File::open(path)?;
-    nix::fcntl::posix_fadvise(
-        f.as_fd(),
-        0,
-        0,
-        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-    )
-    .context("POSIX_FADV_DONTNEED")?;
-    Ok(())
-}
+use dmabuf_loader::bench::drop_cache;
 
 /// The child side: one load, reported on stdout as "ok <ms>" or "err <Kind> <message>".
 fn child(which: &str, file: &Path, join: Option<&Path>) -> Result<()> {
