@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use dmabuf_loader::{LoadControl, Loader};
-use dmabuf_loader_service::compat::aidl::LoadRequest::LoadRequest;
+use dmabuf_loader_binder::aidl::LoadRequest::LoadRequest;
 use serde::Serialize;
 
 use dmabuf_loader::bench as core_bench;
@@ -284,10 +284,10 @@ pub fn throughput(
     Ok(report)
 }
 
-fn io_path_of(r: &dmabuf_loader_service::compat::aidl::LoadResult::LoadResult) -> String {
+fn io_path_of(r: &dmabuf_loader_binder::aidl::LoadResult::LoadResult) -> String {
     format!(
         "{} (alloc {:.0} ms)",
-        dmabuf_loader_service::convert::io_path_name(r.ioPath),
+        dmabuf_loader_binder::io_path_name(r.ioPath),
         r.allocNanos as f64 / 1e6
     )
 }
