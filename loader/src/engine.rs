@@ -15,9 +15,7 @@
 //!    buffer into the fd handed out (udmabuf wrap, read-only seal). Any error before the end
 //!    drops the buffer: nothing is returned, nothing leaks.
 
-use std::fs::OpenOptions;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -354,26 +352,6 @@ fn loop_error(e: LoopError, src: &Source) -> Attempt {
     }
 }
 
-/// Reopens the source with O_DIRECT on a NEW open file description (the client's flags are
-/// never touched) and checks it is the same inode.
-fn open_direct(src: &Source) -> std::result::Result<OwnedFd, String> {
-    let f = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT | libc::O_CLOEXEC)
-        .open(format!("/proc/self/fd/{}", src.fd.as_raw_fd()))
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::EINVAL) => "the file system refused O_DIRECT (EINVAL)".to_string(),
-            _ => format!("reopening with O_DIRECT failed: {e}"),
-        })?;
-    let md = f
-        .metadata()
-        .map_err(|e| format!("fstat of the O_DIRECT reopen: {e}"))?;
-    if md.dev() != src.dev || md.ino() != src.ino {
-        return Err("the O_DIRECT reopen is not the same inode".into());
-    }
-    Ok(f.into())
-}
-
 /// O_DIRECT into the buffer's pages: the block-aligned body with io_uring (registered
 /// buffers when `fixed`), the unaligned head/tail left to the bounce in [`finish_pieces`].
 fn direct(
@@ -388,7 +366,7 @@ fn direct(
         why,
         to: Some(IoPath::Buffered),
     };
-    let dfd = open_direct(src).map_err(fallback)?;
+    let dfd = src.reopen_direct().map_err(fallback)?;
     let align = match statx::dio_align(&dfd) {
         Ok(Some(a)) => a,
         // Pre-6.1 kernel or a file system that does not say: page alignment is what

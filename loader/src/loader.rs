@@ -42,6 +42,11 @@ impl Prepared {
     pub fn heap(&self) -> &HeapInfo {
         &self.heap
     }
+    /// Where the source fd points, as readlink(/proc/self/fd/N) said when it was validated
+    /// ("fd:N" when it has no name), for logs.
+    pub fn path(&self) -> &str {
+        &self.source.path
+    }
 }
 
 fn page_size() -> u64 {

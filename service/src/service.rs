@@ -5,7 +5,6 @@
 //! before the load starts are thrown as ServiceSpecificExceptions from the call itself (also
 //! for `loadAsync`); failures after an async load started arrive at `ILoadCallback.onError`.
 
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -123,7 +122,7 @@ impl DmabufLoaderService {
         let prepared = self.loader.prepare(borrow_pfd(fd), req)?;
         let permit = self.admission.try_admit(uid, prepared.buffer_size())?;
         let entry = self.tasks.register()?;
-        let what = describe(uid, fd, &prepared);
+        let what = describe(uid, &prepared);
         let ctl = LoadControl {
             cancel: entry.cancel.clone(),
             deadline: self.deadline(),
@@ -145,16 +144,14 @@ impl DmabufLoaderService {
 }
 
 /// "uid 1000 /data/x.bin (4096 bytes) -> heap system" for the per-load log line (not built
-/// when info logging is off: the readlink is a measurable part of a small load).
-fn describe(uid: u32, fd: &ParcelFileDescriptor, p: &dmabuf_loader::Prepared) -> String {
+/// when info logging is off). The path is the one the engine read when it validated the fd.
+fn describe(uid: u32, p: &dmabuf_loader::Prepared) -> String {
     if !log::log_enabled!(log::Level::Info) {
         return String::new();
     }
-    let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "<unnamed fd>".into());
     format!(
-        "uid {uid} {path} ({} bytes) -> heap {}",
+        "uid {uid} {} ({} bytes) -> heap {}",
+        p.path(),
         p.data_len(),
         p.heap().name
     )
@@ -187,7 +184,7 @@ impl IDmabufLoader for DmabufLoaderService {
             let prepared = self.loader.prepare(borrow_pfd(fd), &req)?;
             let permit = self.admission.try_admit(uid, prepared.buffer_size())?;
             let entry = self.tasks.register()?;
-            let what = describe(uid, fd, &prepared);
+            let what = describe(uid, &prepared);
             task::spawn(AsyncLoad {
                 loader: Arc::clone(&self.loader),
                 prepared,
