@@ -213,7 +213,9 @@ pub fn connect_kernel<T: ?Sized + FromIBinder>(
 /// Connects to `name` over the unix socket `path`, with `connections` outgoing connections
 /// (calls in flight at once: the server grants min(this, its threads)) and one incoming
 /// connection for callbacks and death notices. A call unanswered for `timeout` (if any) ends
-/// the session. A server that publishes no `name` but a root object gets its root object.
+/// the session. An empty `name` means the session's root object (for servers that publish
+/// one object and no names). RPC proxies carry no descriptor, so a root object is taken on
+/// trust: its first call fails if it is another interface.
 pub fn connect_unix<T: ?Sized + FromIBinder>(
     path: &Path,
     name: &str,
@@ -228,24 +230,23 @@ pub fn connect_unix<T: ?Sized + FromIBinder>(
     })
     .map_err(|e| anyhow!("connecting to {}: {e:?}", path.display()))
     .with_context(|| format!("is dmabuf-loader-service listening on {}?", path.display()))?;
-    let service = match client.try_get::<T>(name) {
-        Ok(Some(s)) => s,
-        Ok(None) => {
-            let session = client.session().context("RPC client without a session")?;
-            let root = session.get_root().map_err(|e| {
-                anyhow!(
-                    "{} has neither a service named {name} nor a root object: {e:?}",
-                    path.display()
-                )
-            })?;
-            FromIBinder::try_from(root).map_err(|e| {
-                anyhow!(
-                    "the root object on {} is not the interface asked for: {e:?}",
-                    path.display()
-                )
-            })?
+    let service = if name.is_empty() {
+        let session = client.session().context("RPC client without a session")?;
+        let root = session
+            .get_root()
+            .map_err(|e| anyhow!("{} has no root object: {e:?}", path.display()))?;
+        FromIBinder::try_from(root).map_err(|e| {
+            anyhow!(
+                "the root object on {} is not the interface asked for: {e:?}",
+                path.display()
+            )
+        })?
+    } else {
+        match client.try_get::<T>(name) {
+            Ok(Some(s)) => s,
+            Ok(None) => bail!("{} publishes no service named {name}", path.display()),
+            Err(e) => bail!("looking up {name} on {}: {e:?}", path.display()),
         }
-        Err(e) => bail!("looking up {name} on {}: {e:?}", path.display()),
     };
     Ok(Connection { service, client })
 }

@@ -6,7 +6,7 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 pub use dmabuf_loader_binder::aidl::{
     BufferKind::BufferKind,
@@ -64,7 +64,13 @@ pub fn connect(target: &Target) -> Result<Connection> {
             dmabuf_loader_binder::connect_kernel(driver.as_deref(), name, KERNEL_CONNECT_TIMEOUT)
         }
         Target::Rpc { socket, service } => {
-            dmabuf_loader_binder::connect_unix(socket, service, RPC_CONNECTIONS, Some(RPC_TIMEOUT))
+            let open = |name: &str| {
+                dmabuf_loader_binder::connect_unix(socket, name, RPC_CONNECTIONS, Some(RPC_TIMEOUT))
+            };
+            // An implementation that publishes one root object and no names is tested too.
+            open(service).or_else(|by_name| {
+                open("").with_context(|| format!("{by_name:#}; trying the root object instead"))
+            })
         }
     }
 }
