@@ -19,9 +19,7 @@
 //!    buffer into the fd handed out (udmabuf wrap, read-only seal). Any error before the end
 //!    drops the buffer: nothing is returned, nothing leaks.
 
-use std::fs::OpenOptions;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -98,7 +96,7 @@ pub(crate) fn run(
 
     // 1. Allocate.
     let t = Instant::now();
-    let (buffer, map) = Buffer::allocate(&p.heap, p.buffer_size, config, &p.name)?;
+    let (mut buffer, map) = Buffer::allocate(&p.heap, p.buffer_size, config, &p.name)?;
     if config.alloc_strategy == AllocStrategy::Prefault && buffer.memfd().is_some() {
         map.populate_write(0..map.len()).map_err(|e| {
             LoadError::new(
@@ -144,6 +142,7 @@ pub(crate) fn run(
         }
     };
     let page_size = buffer.page_size_seen(&map);
+    let pages_note = buffer.pages_note.take();
     buffer.cpu_write_sync(true)?;
     drop(map);
     let heap = buffer.heap.clone();
@@ -163,12 +162,13 @@ pub(crate) fn run(
         checksum,
     };
     log::debug!(
-        "loaded {} bytes of {} at {} into {} ({} KiB pages) via {:?} ({}) in {:?}",
+        "loaded {} bytes of {} at {} into {} ({} KiB pages{}) via {:?} ({}) in {:?}",
         loaded.data_len,
         p.source.path,
         p.source.offset,
         loaded.heap,
         loaded.page_size >> 10,
+        pages_note.map(|n| format!(": {n}")).unwrap_or_default(),
         loaded.io_path,
         loaded.io_path_reason,
         loaded.total_time
@@ -447,26 +447,6 @@ fn loop_error(e: LoopError, src: &Source) -> Attempt {
     }
 }
 
-/// Reopens the source with O_DIRECT on a NEW open file description (the client's flags are
-/// never touched) and checks it is the same inode.
-fn open_direct(src: &Source) -> std::result::Result<OwnedFd, String> {
-    let f = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT | libc::O_CLOEXEC)
-        .open(format!("/proc/self/fd/{}", src.fd.as_raw_fd()))
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::EINVAL) => "the file system refused O_DIRECT (EINVAL)".to_string(),
-            _ => format!("reopening with O_DIRECT failed: {e}"),
-        })?;
-    let md = f
-        .metadata()
-        .map_err(|e| format!("fstat of the O_DIRECT reopen: {e}"))?;
-    if md.dev() != src.dev || md.ino() != src.ino {
-        return Err("the O_DIRECT reopen is not the same inode".into());
-    }
-    Ok(f.into())
-}
-
 /// O_DIRECT into the buffer's pages: the block-aligned body with io_uring (registered
 /// buffers when `fixed`), the unaligned head/tail left to the bounce in [`finish_pieces`].
 fn direct(
@@ -482,7 +462,7 @@ fn direct(
         why,
         to: Some(IoPath::Buffered),
     };
-    let dfd = open_direct(src).map_err(fallback)?;
+    let dfd = src.reopen_direct().map_err(fallback)?;
     let align = match statx::dio_align(&dfd) {
         Ok(Some(a)) => a,
         // Pre-6.1 kernel or a file system that does not say: page alignment is what

@@ -46,7 +46,7 @@ fn fd_count() -> usize {
 }
 
 fn read_back(fd: &OwnedFd, size: u64) -> Vec<u8> {
-    dmabuf_loader::sys::mman::Mapping::shared_ro(fd, size as usize)
+    dmabuf_loader::BufferView::map(fd, size as usize)
         .unwrap()
         .as_slice()
         .to_vec()

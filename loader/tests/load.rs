@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use dmabuf_loader::source::SourceError;
 use dmabuf_loader::*;
 
 static LOCK: Mutex<()> = Mutex::new(());
@@ -64,7 +63,7 @@ fn loader_with(f: impl FnOnce(&mut Config)) -> Loader {
 
 /// The buffer's bytes, through a read-only shared mapping (dma-bufs have no read(2)).
 fn read_back(fd: &OwnedFd, size: u64) -> Vec<u8> {
-    dmabuf_loader::sys::mman::Mapping::shared_ro(fd, size as usize)
+    dmabuf_loader::BufferView::map(fd, size as usize)
         .unwrap()
         .as_slice()
         .to_vec()
@@ -121,7 +120,7 @@ fn on_heap(l: &Loaded, p: IoPath) -> IoPath {
 /// (offset, memory) alignment O_DIRECT needs for this file.
 fn dio_align(path: &Path) -> (u64, u64) {
     let f = File::open(path).unwrap();
-    dmabuf_loader::sys::statx::dio_align(&f)
+    dmabuf_loader::dio_align(&f)
         .unwrap()
         .map(|a| (a.offset as u64, a.mem as u64))
         .unwrap_or((4096, 4096))
@@ -757,7 +756,7 @@ fn every_provider_on_this_machine() {
     };
     assert_eq!(loader.resolve_heap(None).unwrap().name, want_default);
     eprintln!("providers here: {names:?}");
-    let limit = dmabuf_loader::buffer::udmabuf::size_limit();
+    let limit = dmabuf_loader::udmabuf_size_limit();
     if let (true, Some(limit)) = (has_udmabuf, limit) {
         // Past udmabuf.size_limit_mb: `auto` moves on to the next heap, "udmabuf" says why not.
         let big = write_file(
@@ -800,8 +799,7 @@ fn every_provider_on_this_machine() {
                 .unwrap_or_else(|e| panic!("{} {p:?}: {e}", h.name));
             assert_eq!((l.kind, l.heap.as_str()), (h.kind, h.name.as_str()));
             assert_eq!(l.checksum.unwrap().1, twox_hash::XxHash3_64::oneshot(want));
-            let m = dmabuf_loader::sys::mman::Mapping::shared_ro(&l.fd, l.buffer_size as usize)
-                .unwrap();
+            let m = dmabuf_loader::BufferView::map(&l.fd, l.buffer_size as usize).unwrap();
             assert!(
                 m.as_slice()[..want.len()] == *want,
                 "{} {p:?}: data differs",
@@ -1036,7 +1034,7 @@ fn small_ranges_take_one_pread() {
         "{}",
         l.io_path_reason
     );
-    let big = dmabuf_loader::engine::SMALL_RANGE + 4096;
+    let big = dmabuf_loader::SMALL_RANGE + 4096;
     let l = check_load(&loader, &path, &data, 0, Some(big));
     assert_ne!(l.io_path, IoPath::BufferedSync, "{}", l.io_path_reason);
 }

@@ -12,18 +12,12 @@
 //!
 //!     dmabuf-loader-limit FILE [--rounds 5] [--quick]
 
-use std::fs::OpenOptions;
-use std::os::fd::AsFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use dmabuf_loader::sys::mman::Mapping;
-use dmabuf_loader::sys::ring::ReadRing;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -41,10 +35,10 @@ struct Cli {
 
 const SPREAD_WARN: f64 = 0.25;
 
-use dmabuf_loader::bench::drop_cache;
+use dmabuf_loader_bench::drop_cache;
 
 /// O_DIRECT io_uring reads of `chunk` with `depth` in flight into anonymous memory,
-/// registered (READ_FIXED, slot = read in flight) when `fixed`.
+/// registered (READ_FIXED, slot = read in flight) when `fixed`: the core's device-limit reader.
 pub fn direct_read(
     path: &Path,
     size: u64,
@@ -52,62 +46,7 @@ pub fn direct_read(
     chunk: usize,
     fixed: bool,
 ) -> Result<Duration> {
-    let f = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)?;
-    let mem = Mapping::anonymous(depth as usize * chunk)?;
-    mem.populate_write(0..mem.len())?;
-    let mut ring = ReadRing::new(depth, Arc::new(mem))?;
-    if fixed {
-        ring.enable_fixed(depth)?;
-        for s in 0..depth as usize {
-            ring.register_slot(s as u16, s * chunk..(s + 1) * chunk)?;
-        }
-    }
-    let mut free: Vec<usize> = (0..depth as usize).collect();
-    let (mut next, mut got) = (0u64, 0u64);
-    let mut cqes = Vec::new();
-    let t = Instant::now();
-    loop {
-        while next < size {
-            let Some(slot) = free.pop() else { break };
-            let n = ((size - next).min(chunk as u64) as usize)
-                .next_multiple_of(4096)
-                .min(chunk);
-            let fx = fixed.then_some(slot as u16);
-            ring.push_read(
-                f.as_fd(),
-                slot * chunk..slot * chunk + n,
-                next,
-                slot as u64,
-                fx,
-            )?;
-            next += n as u64;
-        }
-        if ring.in_flight() == 0 {
-            break;
-        }
-        ring.submit_and_wait(1)?;
-        cqes.clear();
-        ring.reap(&mut cqes);
-        for c in &cqes {
-            if c.result < 0 {
-                bail!(
-                    "O_DIRECT read failed: {}",
-                    std::io::Error::from_raw_os_error(-c.result)
-                );
-            }
-            got += c.result as u64;
-            free.push(c.user_data as usize);
-        }
-    }
-    let d = t.elapsed();
-    drop(ring.finish());
-    if got != size {
-        bail!("read {got} of {size} bytes");
-    }
-    Ok(d)
+    dmabuf_loader::device_read(path, size, depth, chunk, fixed)
 }
 
 /// fio's read bandwidth (bytes/s) for the job, or why it could not run.

@@ -13,8 +13,7 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use dmabuf_loader::buffer::pages::HugePages;
-use dmabuf_loader::buffer::Buffer;
+use dmabuf_loader::HugePages;
 use dmabuf_loader::*;
 use nix::sys::resource::{getrusage, UsageWho};
 
@@ -35,7 +34,7 @@ fn main() -> anyhow::Result<()> {
     let file = PathBuf::from(args.get(1).expect("FILE"));
     let size: u64 = args.get(2).map_or(1024, |s| s.parse().unwrap()) << 20;
     let rounds: usize = args.get(3).map_or(5, |s| s.parse().unwrap());
-    dmabuf_loader::bench::ensure_file(&file, size)?;
+    dmabuf_loader_bench::ensure_file(&file, size)?;
     let policies = [HugePages::Off, HugePages::Thp, HugePages::Hugetlb];
     let loaders: Vec<Loader> = policies
         .iter()
@@ -54,13 +53,12 @@ fn main() -> anyhow::Result<()> {
         for k in 0..policies.len() {
             let i = (k + round) % policies.len();
             let l = &loaders[i];
-            let heap = l.resolve_heap(Some("memfd"))?.clone();
             // Fault + zero only.
             let (c0, t0) = (cpu(), Instant::now());
-            let (buf, map) = Buffer::allocate(&heap, size, l.config(), "page-cost")?;
-            map.populate_write(0..map.len())?;
+            let buf = l.allocate("memfd", size, "page-cost")?;
+            buf.populate()?;
             let (wall, c) = (t0.elapsed(), cpu() - c0);
-            page[i].0 = buf.page_size_seen(&map);
+            page[i].0 = buf.page_size();
             eprintln!(
                 "round {round} {:?} fault+zero {:.0} ms cpu {:.0} ms, {} KiB pages",
                 policies[i],
@@ -68,16 +66,15 @@ fn main() -> anyhow::Result<()> {
                 c.as_secs_f64() * 1e3,
                 page[i].0 >> 10
             );
-            drop(map);
             drop(buf);
             m[i][0].push(wall.as_secs_f64() / gib);
             m[i][1].push(c.as_secs_f64() / gib);
             // Whole engine load, cold then warm.
             for (j, warm) in [(2, false), (4, true)] {
                 if warm {
-                    dmabuf_loader::bench::warm_cache(&file)?;
+                    dmabuf_loader_bench::warm_cache(&file)?;
                 } else {
-                    dmabuf_loader::bench::drop_cache(&file)?;
+                    dmabuf_loader_bench::drop_cache(&file)?;
                 }
                 let f = File::open(&file)?;
                 let req = LoadRequest {
