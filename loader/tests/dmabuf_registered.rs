@@ -46,7 +46,7 @@ fn fd_count() -> usize {
 }
 
 fn read_back(fd: &OwnedFd, size: u64) -> Vec<u8> {
-    dmabuf_loader::sys::mman::Mapping::shared_ro(fd, size as usize)
+    dmabuf_loader::BufferView::map(fd, size as usize)
         .unwrap()
         .as_slice()
         .to_vec()
@@ -386,7 +386,7 @@ fn bench_raw_range_paths() {
             let (heap, want) = contenders[i];
             let f = File::open(&dev).unwrap();
             nix::fcntl::posix_fadvise(
-                &f,
+                std::os::fd::AsRawFd::as_raw_fd(&f),
                 0,
                 0,
                 nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,

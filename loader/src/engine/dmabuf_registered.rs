@@ -25,7 +25,7 @@ use std::sync::Mutex;
 
 use nix::errno::Errno;
 
-use super::{open_direct, Attempt, Done, Progress};
+use super::{Attempt, Done, Progress};
 use crate::api::{BufferKind, Capabilities, Config, ErrorKind, IoPath, LoadError};
 use crate::buffer::Buffer;
 use crate::source::Source;
@@ -324,7 +324,7 @@ pub(super) fn attempt(
         .dmabuf_now(config)
         .map_err(Attempt::Fatal)?
         .ok_or_else(|| fallback(format!("{} is not a dma-buf", buffer.heap.name)))?;
-    let dfd = open_direct(src).map_err(&fallback)?;
+    let dfd = src.reopen_direct().map_err(&fallback)?;
     let align = match statx::dio_align(&dfd) {
         Ok(Some(a)) => a,
         _ => statx::DioAlign {

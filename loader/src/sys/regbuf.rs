@@ -24,7 +24,7 @@
 
 use std::io;
 use std::mem::{offset_of, size_of};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 use io_uring::{opcode, types, IoUring};
 use nix::errno::Errno;
@@ -128,7 +128,10 @@ pub fn probe() -> io::Result<Probe> {
             detail,
         })
     };
-    let empty = RegbufDesc::default();
+    let empty = RegbufDesc {
+        kind: IO_REGBUF_TYPE_EMPTY,
+        ..RegbufDesc::default()
+    };
     match update_extended(&ring, 0, &empty) {
         Ok(1) => {}
         Err(Errno::EINVAL) => {
@@ -280,11 +283,6 @@ impl DmabufRing {
             });
         }
     }
-
-    /// The target file the dma-buf is registered for.
-    pub fn target(&self) -> BorrowedFd<'_> {
-        self.target.as_fd()
-    }
 }
 
 impl Drop for DmabufRing {
@@ -313,6 +311,7 @@ impl Drop for DmabufRing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
 
     /// Against the running kernel: no released kernel has the series, so unless the VM
     /// rig's seed stage says otherwise, the probe must say unavailable, and why.
