@@ -5,10 +5,11 @@
 //! `fio --fixedbufs` in the same minutes (issue 16). This one reads with REGISTERED buffers
 //! (READ_FIXED, one slot per read in flight) at every queue depth x chunk size of the sweep,
 //! cold (POSIX_FADV_DONTNEED before every run), the order rotated every round, and reports
-//! medians and the spread of each; the limit is the best median, and the output says which
-//! depth and chunk gave it. Where `fio` is installed the same jobs run with fio in the same
-//! rotation (`--fixedbufs`, anonymous memory and `--iomem=mmapshared`), so anyone can check
-//! the reference. A spread (max/min - 1) over 25% is flagged: no ratio means much then.
+//! medians and the spread of each. Where `fio` is installed its `--fixedbufs` jobs
+//! (anonymous memory and `--iomem=mmapshared`) run in the same rotation, so anyone can check
+//! the reference. The device limit is the best median of our sweep and fio's jobs, and the
+//! output says which job (depth, chunk) gave it. A spread (max/min - 1) over 25% is
+//! flagged: no ratio means much then.
 //!
 //! With `--loads` the same rotation also times, cold, the service (`dmabuf-loader load`
 //! against a `dmabuf-loader-service --socket` this tool starts; binaries next to this one),
@@ -477,18 +478,28 @@ fn main() -> Result<()> {
             *slot = Some((i, med));
         }
     }
-    if let Some((i, med)) = best {
+    if let Some((i, ours)) = best {
         println!(
-            "device limit: {med:.2} GiB/s ({}, best median of the sweep)",
+            "our registered loop: {ours:.2} GiB/s ({}, best median of the sweep)",
             jobs[i].name()
         );
+        // The limit is the best the device gave in this run, whoever got it: our loop can
+        // read slower than fio's identical job on a VM (vCPU wake-up latency), and a
+        // reference below what fio shows would flatter every ratio.
+        let mut med = ours;
+        let mut by = jobs[i].name();
         if let Some((f, fmed)) = best_fio {
             println!(
-                "fio, same minutes: {fmed:.2} GiB/s ({}); our limit / fio = {:.2}",
+                "fio, same minutes: {fmed:.2} GiB/s ({}); our loop / fio = {:.2}",
                 jobs[f].name(),
-                med / fmed
+                ours / fmed
             );
+            if fmed > med {
+                med = fmed;
+                by = jobs[f].name();
+            }
         }
+        println!("device limit: {med:.2} GiB/s ({by})");
         let find = |want: fn(&Job) -> bool| jobs.iter().position(want);
         let svc = find(|j| matches!(j, Job::Service));
         let eng = find(|j| matches!(j, Job::Engine));
