@@ -25,6 +25,52 @@ fn cpu() -> Duration {
     tv(u.user_time()) + tv(u.system_time())
 }
 
+/// Creates `path` with `size` pseudo-random bytes unless it has that size already.
+fn ensure_file(path: &std::path::Path, size: u64) -> anyhow::Result<()> {
+    use std::io::Write;
+    if std::fs::metadata(path).is_ok_and(|m| m.len() == size) {
+        return Ok(());
+    }
+    let mut f = File::create(path)?;
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut block = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        for b in block.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b.copy_from_slice(&x.to_le_bytes()[..b.len()]);
+        }
+        let n = left.min(block.len() as u64) as usize;
+        f.write_all(&block[..n])?;
+        left -= n as u64;
+    }
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Drops the file from the page cache (a cold run).
+fn drop_cache(path: &std::path::Path) -> anyhow::Result<()> {
+    let f = File::open(path)?;
+    nix::fcntl::posix_fadvise(
+        f.as_fd(),
+        0,
+        0,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    )?;
+    Ok(())
+}
+
+/// Reads the file once through the page cache (a warm run).
+fn warm_cache(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Read;
+    let mut f = File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    while f.read(&mut buf)? > 0 {}
+    Ok(())
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -35,7 +81,7 @@ fn main() -> anyhow::Result<()> {
     let file = PathBuf::from(args.get(1).expect("FILE"));
     let size: u64 = args.get(2).map_or(1024, |s| s.parse().unwrap()) << 20;
     let rounds: usize = args.get(3).map_or(5, |s| s.parse().unwrap());
-    dmabuf_loader::bench::ensure_file(&file, size)?;
+    ensure_file(&file, size)?;
     let policies = [HugePages::Off, HugePages::Thp, HugePages::Hugetlb];
     // The same with every page faulted in before the I/O: "I/O alone" = total - alloc.
     let prefault: Vec<Loader> = policies
@@ -87,9 +133,9 @@ fn main() -> anyhow::Result<()> {
             // Whole engine load, cold then warm.
             for (j, warm) in [(2, false), (4, true)] {
                 if warm {
-                    dmabuf_loader::bench::warm_cache(&file)?;
+                    warm_cache(&file)?;
                 } else {
-                    dmabuf_loader::bench::drop_cache(&file)?;
+                    drop_cache(&file)?;
                 }
                 let f = File::open(&file)?;
                 let req = LoadRequest {
@@ -114,7 +160,7 @@ fn main() -> anyhow::Result<()> {
                 m[i][j + 1].push(c.as_secs_f64() / gib);
             }
             // Warm, pages prefaulted: the I/O alone.
-            dmabuf_loader::bench::warm_cache(&file)?;
+            warm_cache(&file)?;
             let f = File::open(&file)?;
             let req = LoadRequest {
                 heap: Some("memfd".into()),
