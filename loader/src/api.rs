@@ -29,6 +29,27 @@ pub enum IoPath {
     None,
 }
 
+impl IoPath {
+    /// The one spelling used everywhere a person reads it (logs, reports, the bench): the AIDL
+    /// enumerator's name, `DIRECT_REGISTERED`.
+    pub fn name(self) -> &'static str {
+        match self {
+            IoPath::DirectRegistered => "DIRECT_REGISTERED",
+            IoPath::Direct => "DIRECT",
+            IoPath::Buffered => "BUFFERED",
+            IoPath::BufferedSync => "BUFFERED_SYNC",
+            IoPath::DmabufRegistered => "DMABUF_REGISTERED",
+            IoPath::None => "NONE",
+        }
+    }
+}
+
+impl std::fmt::Display for IoPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Checksum over the loaded data range. Mirrors AIDL `ChecksumType`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum ChecksumType {
@@ -100,7 +121,11 @@ pub struct Loaded {
 pub struct Capabilities {
     pub kernel_release: String,
     pub io_uring: bool,
+    /// io_uring can register a dma-buf as a fixed buffer for a target file (the dma-buf
+    /// read/write series): the DMABUF_REGISTERED path.
     pub io_uring_dmabuf_regbuf: bool,
+    /// How the probe decided (the kernel's answers), for logs and `info`.
+    pub io_uring_dmabuf_regbuf_detail: String,
     pub cachestat: bool,
 }
 

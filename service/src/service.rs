@@ -11,15 +11,18 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use dmabuf_loader::{ErrorKind, LoadControl, LoadError, Loader};
 
+use dmabuf_loader_binder::aidl::HeapInfo::HeapInfo;
+use dmabuf_loader_binder::aidl::IDmabufLoader::{BnDmabufLoader, IDmabufLoader};
+use dmabuf_loader_binder::aidl::ILoadCallback::ILoadCallback;
+use dmabuf_loader_binder::aidl::ILoadTask::ILoadTask;
+use dmabuf_loader_binder::aidl::LoadRequest::LoadRequest;
+use dmabuf_loader_binder::aidl::LoadResult::LoadResult;
+use dmabuf_loader_binder::aidl::ServiceInfo::ServiceInfo;
+use dmabuf_loader_binder::{
+    self as binder, borrow_pfd, BinderResult, Interface, ParcelFileDescriptor, Strong,
+};
+
 use crate::admission::Admission;
-use crate::compat::aidl::HeapInfo::HeapInfo;
-use crate::compat::aidl::IDmabufLoader::{BnDmabufLoader, IDmabufLoader};
-use crate::compat::aidl::ILoadCallback::ILoadCallback;
-use crate::compat::aidl::ILoadTask::ILoadTask;
-use crate::compat::aidl::LoadRequest::LoadRequest;
-use crate::compat::aidl::LoadResult::LoadResult;
-use crate::compat::aidl::ServiceInfo::ServiceInfo;
-use crate::compat::{self, borrow_pfd, BinderResult, Interface, ParcelFileDescriptor, Strong};
 use crate::config::ServiceConfig;
 use crate::convert::{heap_to_aidl, request_from_aidl, result_to_aidl};
 use crate::error::OrBinderStatus;
@@ -90,11 +93,11 @@ impl DmabufLoaderService {
 
     /// The binder object to publish.
     pub fn into_binder(self) -> Strong<dyn IDmabufLoader> {
-        crate::new_binder!(BnDmabufLoader, self)
+        dmabuf_loader_binder::new_binder!(BnDmabufLoader, self)
     }
 
     fn check_caller(&self) -> Result<u32, LoadError> {
-        let uid = compat::calling_uid();
+        let uid = binder::calling_uid();
         match &self.config.allowed_uids {
             Some(allowed) if !allowed.contains(&uid) => Err(LoadError::msg(
                 ErrorKind::PermissionDenied,
@@ -135,7 +138,7 @@ impl DmabufLoaderService {
         };
         log::log!(
             level,
-            "load {}: {what}: {} bytes via {:?} in {:.1} ms ({:.0} MiB/s; {:.3} ms in the call)",
+            "load {}: {what}: {} bytes via {} in {:.1} ms ({:.0} MiB/s; {:.3} ms in the call)",
             entry.id,
             loaded.data_len,
             loaded.io_path,
@@ -164,7 +167,7 @@ fn describe(uid: u32, p: &dmabuf_loader::Prepared) -> String {
     }
     format!(
         "uid {uid} {} ({} bytes) -> heap {}",
-        p.source_path(),
+        p.path(),
         p.data_len(),
         p.heap().name
     )
@@ -235,7 +238,7 @@ impl IDmabufLoader for DmabufLoaderService {
             implementation: format!(
                 "dmabuf-loader {} ({}, {})",
                 env!("CARGO_PKG_VERSION"),
-                compat::BINDER_CRATE,
+                binder::BINDER_CRATE,
                 self.transport
             ),
             kernelRelease: caps.kernel_release.clone(),

@@ -8,7 +8,8 @@ pub mod memory;
 pub mod pages;
 pub mod udmabuf;
 
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::OnceLock;
 
 use anyhow::anyhow;
 
@@ -75,6 +76,8 @@ pub struct Buffer {
     pub pages_note: Option<String>,
     /// memfd (memfd, udmabuf) or dma-buf (dma-heap) behind the mapping.
     fd: OwnedFd,
+    /// The udmabuf made before the reads ([`Buffer::dmabuf_now`]), handed out by `finish`.
+    early_dmabuf: OnceLock<OwnedFd>,
 }
 
 fn alloc_err(e: anyhow::Error) -> LoadError {
@@ -121,6 +124,7 @@ impl Buffer {
                 pages: PagePlan::Base,
                 pages_note: None,
                 fd,
+                early_dmabuf: OnceLock::new(),
             };
             return Ok((buffer, map));
         }
@@ -138,6 +142,7 @@ impl Buffer {
                         pages: plan,
                         pages_note,
                         fd,
+                        early_dmabuf: OnceLock::new(),
                     };
                     return Ok((buffer, map));
                 }
@@ -171,6 +176,7 @@ impl Buffer {
                 pages: plan,
                 pages_note,
                 fd,
+                early_dmabuf: OnceLock::new(),
             },
             map,
         ))
@@ -193,6 +199,7 @@ impl Buffer {
             pages: PagePlan::Base,
             pages_note: None,
             fd,
+            early_dmabuf: OnceLock::new(),
         })
     }
 
@@ -233,8 +240,26 @@ impl Buffer {
 
     /// The memfd whose pages the mapping shows (memfd, udmabuf), if any.
     pub fn memfd(&self) -> Option<BorrowedFd<'_>> {
-        use std::os::fd::AsFd;
         (self.heap.kind != BufferKind::DmaHeap).then(|| self.fd.as_fd())
+    }
+
+    /// The dma-buf itself, before it is filled, for a device to DMA into (the io_uring
+    /// dma-buf registered-buffer path): a dma-heap buffer's own fd, or for udmabuf the memfd
+    /// wrapped now rather than at `finish` (UDMABUF_CREATE pins, i.e. allocates, every page
+    /// here instead of letting the reads fault them in). `None` for a memfd: not a dma-buf.
+    pub fn dmabuf_now(&self, config: &Config) -> Result<Option<BorrowedFd<'_>>> {
+        match self.heap.kind {
+            BufferKind::Memfd => Ok(None),
+            BufferKind::DmaHeap => Ok(Some(self.fd.as_fd())),
+            BufferKind::Udmabuf => {
+                if self.early_dmabuf.get().is_none() {
+                    let d = udmabuf::wrap(&config.udmabuf_path, &self.fd, self.size)
+                        .map_err(alloc_err)?;
+                    let _ = self.early_dmabuf.set(d);
+                }
+                Ok(self.early_dmabuf.get().map(|d| d.as_fd()))
+            }
+        }
     }
 
     /// DMA_BUF_IOCTL_SYNC around CPU writes into a dma-heap buffer (no-op for memfds; a
@@ -266,8 +291,11 @@ impl Buffer {
             }
             BufferKind::Memfd => Ok(self.fd),
             BufferKind::Udmabuf => {
-                let dmabuf =
-                    udmabuf::wrap(&config.udmabuf_path, &self.fd, self.size).map_err(alloc_err)?;
+                let dmabuf = match self.early_dmabuf.into_inner() {
+                    Some(d) => d,
+                    None => udmabuf::wrap(&config.udmabuf_path, &self.fd, self.size)
+                        .map_err(alloc_err)?,
+                };
                 if let Err(e) = dmabuf::set_name(&dmabuf, name) {
                     log::debug!("DMA_BUF_SET_NAME on udmabuf: {e}");
                 }

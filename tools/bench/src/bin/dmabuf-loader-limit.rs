@@ -19,18 +19,14 @@
 //!
 //!     dmabuf-loader-limit FILE [--rounds 5] [--quick] [--loads]
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::fd::AsFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use dmabuf_loader::sys::mman::Mapping;
-use dmabuf_loader::sys::ring::ReadRing;
 use nix::sys::resource::{getrusage, UsageWho};
 
 #[derive(Parser, Debug)]
@@ -136,13 +132,13 @@ impl Drop for Service {
     }
 }
 
-/// The status quo: memfd (4 KiB pages) + mmap + read() loop through the page cache.
-fn status_quo(file: &Path, size: u64) -> Result<Duration> {
+/// The status quo: memfd (4 KiB pages: `sq` has huge pages off) + mmap + read() loop through
+/// the page cache.
+fn status_quo(sq: &dmabuf_loader::Loader, file: &Path, size: u64) -> Result<Duration> {
     use std::io::Read;
     let t = Instant::now();
     let len = size.div_ceil(4096) * 4096;
-    let fd = dmabuf_loader::buffer::memfd::create("limit-status-quo", len)?;
-    let mut map = Mapping::shared_rw(&fd, len as usize)?;
+    let mut map = sq.allocate("memfd", len, "limit-status-quo")?;
     let mut f = File::open(file)?;
     let dst = &mut map.as_mut_slice()[..size as usize];
     let mut done = 0;
@@ -158,20 +154,10 @@ fn status_quo(file: &Path, size: u64) -> Result<Duration> {
 
 const SPREAD_WARN: f64 = 0.25;
 
-fn drop_cache(path: &Path) -> Result<()> {
-    let f = File::open(path)?;
-    nix::fcntl::posix_fadvise(
-        f.as_fd(),
-        0,
-        0,
-        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-    )
-    .context("POSIX_FADV_DONTNEED")?;
-    Ok(())
-}
+use dmabuf_loader_bench::drop_cache;
 
 /// O_DIRECT io_uring reads of `chunk` with `depth` in flight into anonymous memory,
-/// registered (READ_FIXED, slot = read in flight) when `fixed`.
+/// registered (READ_FIXED, slot = read in flight) when `fixed`: the core's device-limit reader.
 pub fn direct_read(
     path: &Path,
     size: u64,
@@ -179,62 +165,7 @@ pub fn direct_read(
     chunk: usize,
     fixed: bool,
 ) -> Result<Duration> {
-    let f = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)?;
-    let mem = Mapping::anonymous(depth as usize * chunk)?;
-    mem.populate_write(0..mem.len())?;
-    let mut ring = ReadRing::new(depth, Arc::new(mem))?;
-    if fixed {
-        ring.enable_fixed(depth)?;
-        for s in 0..depth as usize {
-            ring.register_slot(s as u16, s * chunk..(s + 1) * chunk)?;
-        }
-    }
-    let mut free: Vec<usize> = (0..depth as usize).collect();
-    let (mut next, mut got) = (0u64, 0u64);
-    let mut cqes = Vec::new();
-    let t = Instant::now();
-    loop {
-        while next < size {
-            let Some(slot) = free.pop() else { break };
-            let n = ((size - next).min(chunk as u64) as usize)
-                .next_multiple_of(4096)
-                .min(chunk);
-            let fx = fixed.then_some(slot as u16);
-            ring.push_read(
-                f.as_fd(),
-                slot * chunk..slot * chunk + n,
-                next,
-                slot as u64,
-                fx,
-            )?;
-            next += n as u64;
-        }
-        if ring.in_flight() == 0 {
-            break;
-        }
-        ring.submit_and_wait(1)?;
-        cqes.clear();
-        ring.reap(&mut cqes);
-        for c in &cqes {
-            if c.result < 0 {
-                bail!(
-                    "O_DIRECT read failed: {}",
-                    std::io::Error::from_raw_os_error(-c.result)
-                );
-            }
-            got += c.result as u64;
-            free.push(c.user_data as usize);
-        }
-    }
-    let d = t.elapsed();
-    drop(ring.finish());
-    if got != size {
-        bail!("read {got} of {size} bytes");
-    }
-    Ok(d)
+    dmabuf_loader::device_read(path, size, depth, chunk, fixed)
 }
 
 /// fio's read bandwidth (bytes/s) for the job, or why it could not run.
@@ -374,6 +305,10 @@ fn main() -> Result<()> {
     }
     let mut service = None;
     let loader = dmabuf_loader::Loader::new(dmabuf_loader::Config::default())?;
+    let sq_loader = dmabuf_loader::Loader::new(dmabuf_loader::Config {
+        huge_pages: dmabuf_loader::HugePages::Off,
+        ..Default::default()
+    })?;
     if cli.loads {
         service = Some(Service::start()?);
         jobs.extend([Job::Service, Job::Engine, Job::StatusQuo]);
@@ -439,7 +374,7 @@ fn main() -> Result<()> {
                     (gib / d.as_secs_f64(), own_cpu())
                 }
                 Job::StatusQuo => {
-                    let d = status_quo(&cli.file, size)?;
+                    let d = status_quo(&sq_loader, &cli.file, size)?;
                     (gib / d.as_secs_f64(), own_cpu())
                 }
             };

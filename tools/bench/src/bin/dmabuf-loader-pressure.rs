@@ -163,17 +163,7 @@ impl Drop for Cgroup {
     }
 }
 
-fn drop_cache(path: &Path) -> Result<()> {
-    let f = File::open(path)?;
-    nix::fcntl::posix_fadvise(
-        f.as_fd(),
-        0,
-        0,
-        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-    )
-    .context("POSIX_FADV_DONTNEED")?;
-    Ok(())
-}
+use dmabuf_loader_bench::drop_cache;
 
 /// The child side: one load, reported on stdout as "ok <ms>" or "err <Kind> <message>".
 fn child(which: &str, file: &Path, join: Option<&Path>) -> Result<()> {
@@ -196,16 +186,17 @@ fn child(which: &str, file: &Path, join: Option<&Path>) -> Result<()> {
                 .map_err(|e| format!("{:?} {e}", e.kind))
         }
         "status-quo" => {
-            // What app code does: memfd_create + mmap (4 KiB pages, no memory check: it
-            // faults pages in until the memory runs out), read() through the page cache.
+            // What app code does: allocate 4 KiB pages with no memory check (it faults pages
+            // in until the memory runs out), read() through the page cache. Anonymous memory
+            // stands in for the memfd/dma-heap mapping: the cgroup charges both the same way.
             (|| -> Result<(), String> {
                 let len = size.div_ceil(4096) * 4096;
-                let fd = dmabuf_loader::buffer::memfd::create("pressure-sq", len)
-                    .map_err(|e| format!("AllocationFailed {e:#}"))?;
-                let mut map = dmabuf_loader::sys::mman::Mapping::shared_rw(&fd, len as usize)
-                    .map_err(|e| format!("AllocationFailed {e:#}"))?;
+                let mut map = Vec::<u8>::new();
+                map.try_reserve_exact(len as usize)
+                    .map_err(|e| format!("AllocationFailed {e}"))?;
+                map.resize(len as usize, 0);
                 let mut f = File::open(file).map_err(|e| e.to_string())?;
-                let dst = &mut map.as_mut_slice()[..size as usize];
+                let dst = &mut map[..size as usize];
                 let mut done = 0;
                 while done < dst.len() {
                     let end = (done + (1 << 20)).min(dst.len());
@@ -216,7 +207,6 @@ fn child(which: &str, file: &Path, join: Option<&Path>) -> Result<()> {
                     }
                 }
                 drop(map);
-                drop(fd);
                 Ok(())
             })()
         }
@@ -231,9 +221,12 @@ fn child(which: &str, file: &Path, join: Option<&Path>) -> Result<()> {
 
 /// The stressor: holds `bytes` of populated anonymous memory until killed.
 fn hold(bytes: u64) -> Result<()> {
-    let map = dmabuf_loader::sys::mman::Mapping::anonymous(bytes as usize)?;
-    map.populate_write(0..map.len())
-        .context("populating the stressor's memory")?;
+    // Touch every page so the memory is really held (not just reserved).
+    let mut map = Vec::<u8>::new();
+    map.try_reserve_exact(bytes as usize)
+        .context("allocating the stressor's memory")?;
+    map.resize(bytes as usize, 1);
+    std::hint::black_box(&map);
     println!("holding {bytes}");
     std::io::stdout().flush()?;
     loop {
@@ -255,9 +248,7 @@ struct Outcome {
 /// Bytes of `path` in the page cache (cachestat, 6.5+; 0 where the kernel lacks it).
 fn cached_bytes(path: &Path) -> u64 {
     let Ok(f) = File::open(path) else { return 0 };
-    dmabuf_loader::sys::cachestat::cachestat(f.as_fd(), 0, 0)
-        .map(|c| c.nr_cache * 4096)
-        .unwrap_or(0)
+    dmabuf_loader::page_cache_bytes(f.as_fd()).unwrap_or(0)
 }
 
 struct Env {
@@ -473,7 +464,7 @@ fn main() -> Result<()> {
     for (m, (name, limit)) in modes.iter().enumerate() {
         let mut stressor: Option<Child> = None;
         if Some(m) == stress_row {
-            let avail = dmabuf_loader::buffer::memory::meminfo_bytes("MemAvailable")?;
+            let avail = dmabuf_loader::meminfo_bytes("MemAvailable")?;
             let keep = env.size * 5 / 4 + (cli.spare_mib << 20);
             let hold = avail.saturating_sub(keep);
             let mut c = Command::new(&env.me)

@@ -13,8 +13,7 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use dmabuf_loader::buffer::pages::HugePages;
-use dmabuf_loader::buffer::Buffer;
+use dmabuf_loader::HugePages;
 use dmabuf_loader::*;
 use nix::sys::resource::{getrusage, UsageWho};
 
@@ -23,52 +22,6 @@ fn cpu() -> Duration {
     let tv =
         |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
     tv(u.user_time()) + tv(u.system_time())
-}
-
-/// Creates `path` with `size` pseudo-random bytes unless it has that size already.
-fn ensure_file(path: &std::path::Path, size: u64) -> anyhow::Result<()> {
-    use std::io::Write;
-    if std::fs::metadata(path).is_ok_and(|m| m.len() == size) {
-        return Ok(());
-    }
-    let mut f = File::create(path)?;
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut block = vec![0u8; 1 << 20];
-    let mut left = size;
-    while left > 0 {
-        for b in block.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            b.copy_from_slice(&x.to_le_bytes()[..b.len()]);
-        }
-        let n = left.min(block.len() as u64) as usize;
-        f.write_all(&block[..n])?;
-        left -= n as u64;
-    }
-    f.sync_all()?;
-    Ok(())
-}
-
-/// Drops the file from the page cache (a cold run).
-fn drop_cache(path: &std::path::Path) -> anyhow::Result<()> {
-    let f = File::open(path)?;
-    nix::fcntl::posix_fadvise(
-        f.as_fd(),
-        0,
-        0,
-        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-    )?;
-    Ok(())
-}
-
-/// Reads the file once through the page cache (a warm run).
-fn warm_cache(path: &std::path::Path) -> anyhow::Result<()> {
-    use std::io::Read;
-    let mut f = File::open(path)?;
-    let mut buf = vec![0u8; 1 << 20];
-    while f.read(&mut buf)? > 0 {}
-    Ok(())
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -81,7 +34,7 @@ fn main() -> anyhow::Result<()> {
     let file = PathBuf::from(args.get(1).expect("FILE"));
     let size: u64 = args.get(2).map_or(1024, |s| s.parse().unwrap()) << 20;
     let rounds: usize = args.get(3).map_or(5, |s| s.parse().unwrap());
-    ensure_file(&file, size)?;
+    dmabuf_loader_bench::ensure_file(&file, size)?;
     let policies = [HugePages::Off, HugePages::Thp, HugePages::Hugetlb];
     // The same with every page faulted in before the I/O: "I/O alone" = total - alloc.
     let prefault: Vec<Loader> = policies
@@ -112,13 +65,12 @@ fn main() -> anyhow::Result<()> {
         for k in 0..policies.len() {
             let i = (k + round) % policies.len();
             let l = &loaders[i];
-            let heap = l.resolve_heap(Some("memfd"))?.clone();
             // Fault + zero only.
             let (c0, t0) = (cpu(), Instant::now());
-            let (buf, map) = Buffer::allocate(&heap, size, l.config(), "page-cost")?;
-            map.populate_write(0..map.len())?;
+            let buf = l.allocate("memfd", size, "page-cost")?;
+            buf.populate()?;
             let (wall, c) = (t0.elapsed(), cpu() - c0);
-            page[i].0 = buf.page_size_seen(&map);
+            page[i].0 = buf.page_size();
             eprintln!(
                 "round {round} {:?} fault+zero {:.0} ms cpu {:.0} ms, {} KiB pages",
                 policies[i],
@@ -126,16 +78,15 @@ fn main() -> anyhow::Result<()> {
                 c.as_secs_f64() * 1e3,
                 page[i].0 >> 10
             );
-            drop(map);
             drop(buf);
             m[i][0].push(wall.as_secs_f64() / gib);
             m[i][1].push(c.as_secs_f64() / gib);
             // Whole engine load, cold then warm.
             for (j, warm) in [(2, false), (4, true)] {
                 if warm {
-                    warm_cache(&file)?;
+                    dmabuf_loader_bench::warm_cache(&file)?;
                 } else {
-                    drop_cache(&file)?;
+                    dmabuf_loader_bench::drop_cache(&file)?;
                 }
                 let f = File::open(&file)?;
                 let req = LoadRequest {
@@ -160,7 +111,7 @@ fn main() -> anyhow::Result<()> {
                 m[i][j + 1].push(c.as_secs_f64() / gib);
             }
             // Warm, pages prefaulted: the I/O alone.
-            warm_cache(&file)?;
+            dmabuf_loader_bench::warm_cache(&file)?;
             let f = File::open(&file)?;
             let req = LoadRequest {
                 heap: Some("memfd".into()),
