@@ -145,9 +145,19 @@ export DMABUF_LOADER_EXPECT_DMABUF_REGBUF=$EXPECT_REGBUF DMABUF_LOADER_TEST_NVME
     DMABUF_LOADER_TEST_OTHER_BLKDEV=$loop_dev DMABUF_LOADER_TEST_EIO_NVME=$eio_dev \
     DMABUF_LOADER_TEST_EIO_SECTOR=$EIO_SECTOR DMABUF_LOADER_TEST_DIR=/data/tmp/core
 : > /tmp/regbuf.out
-regbuf_rc=0 regbuf_pass=0 regbuf_fail=0 leaks=
+regbuf_rc=0 regbuf_pass=0 regbuf_fail=0 leaks= kernel_held=
 bufs0=$(dmabuf_count)
 dmabufs_back() { [ "$(dmabuf_count)" -le "$bufs0" ]; }
+# A known bug of the v3 series, not ours: after a device EIO on a dma-buf-token request, the
+# token's fence is never signalled, so the kernel keeps the buffer attached to the NVMe
+# controller after the test process has exited (bufinfo: "DMABUF token unsignalled"). It counts
+# as kernel-held only when that is so for the EIO test AND no process holds a dma-buf fd (the
+# test itself checks its own fd count); anything else is our leak.
+kernel_held_after_eio() {
+    case "$1" in *eio*) ;; *) return 1 ;; esac
+    grep -q 'DMABUF token unsignalled' /sys/kernel/debug/dma_buf/bufinfo || return 1
+    ! ls -l /proc/[0-9]*/fd 2>/dev/null | grep -q 'dmabuf'
+}
 # (--list names the #[ignore]d bench too: leave those out.)
 ignored=" $(dmabuf-loader-regbuf-tests --list --ignored 2>/dev/null | sed -n 's/: test$//p' | tr '\n' ' ') "
 for t in $(dmabuf-loader-regbuf-tests --list 2>/dev/null | sed -n 's/: test$//p'); do
@@ -159,8 +169,10 @@ for t in $(dmabuf-loader-regbuf-tests --list 2>/dev/null | sed -n 's/: test$//p'
         regbuf_pass=$((regbuf_pass + 1))
     else regbuf_fail=$((regbuf_fail + 1)); regbuf_rc=$rc1; fi
     if ! wait_for 10 dmabufs_back; then
-        leaks="$leaks $t($bufs0->$(dmabuf_count))"
         echo "RIG: dma-bufs after $t:"; sed 's/^/    | /' /sys/kernel/debug/dma_buf/bufinfo
+        if kernel_held_after_eio "$t"; then
+            kernel_held="$kernel_held $t($bufs0->$(dmabuf_count))"
+        else leaks="$leaks $t($bufs0->$(dmabuf_count))"; fi
         bufs0=$(dmabuf_count)
     fi
 done
@@ -170,6 +182,7 @@ cat /tmp/regbuf.out
 # libtest prints a test's first output line after its name: match anywhere in the line.
 grep -oE '(system|udmabuf) [0-9]+\+[0-9]+: .*' /tmp/regbuf.out | sed 's/^/RIG-INFO regbuf load: /'
 info "regbuf-tests: passed=$regbuf_pass failed=$regbuf_fail dma-buf leaks:${leaks:- none}"
+[ -n "$kernel_held" ] && info "regbuf-tests: kept by the kernel after EIO (v3 series bug: token fence never signalled; no process holds an fd):$kernel_held"
 if [ "$regbuf_fail" -ne 0 ] || [ "$regbuf_pass" -eq 0 ]; then
     fail regbuf-tests "$regbuf_fail failed (last exit $regbuf_rc), $regbuf_pass passed"
 elif [ -n "$leaks" ]; then fail regbuf-tests "dma-bufs left behind by:$leaks"
