@@ -4,5 +4,7 @@
 pub mod bench;
 pub mod cli;
 pub mod echo;
+mod rate;
+mod reach;
 pub mod session;
 pub mod verify;

@@ -1,0 +1,68 @@
+//! Why a unix socket could not be reached, in words.
+//!
+//! rsbinder reports a failed connect as a status code (`NameNotFound`, `Errno(-111)`,
+//! `Errno(-13)`), which tells a person nothing they can act on. When a connect fails, this
+//! looks at the path itself (stat, then one plain `connect(2)`) and says what is there: no
+//! such socket, something that is not a socket, a socket nobody listens on, or one this user
+//! may not open (with its owner and mode, which are the service's access control).
+
+use std::io::ErrorKind;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+/// What is wrong with `path`, or `None` when a plain connect to it works now (the failure was
+/// past the connect: the caller's own error says more).
+pub fn diagnose(path: &Path) -> Option<String> {
+    let p = path.display();
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Some(format!(
+                "no socket at {p} (is dmabuf-loader-service running with --socket {p}?)"
+            ))
+        }
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+            return Some(format!(
+                "permission denied looking up {p}: this user (uid {}) may not search a directory \
+                 on the way to it",
+                uid()
+            ))
+        }
+        Err(e) => return Some(format!("cannot look at {p}: {e}")),
+    };
+    let ft = meta.file_type();
+    if !ft.is_socket() {
+        let what = if ft.is_dir() {
+            "a directory"
+        } else if ft.is_file() {
+            "a regular file"
+        } else if ft.is_fifo() {
+            "a FIFO"
+        } else {
+            "not a socket"
+        };
+        return Some(format!("{p} is not a socket: it is {what}"));
+    }
+    match UnixStream::connect(path) {
+        Ok(_) => None,
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => Some(format!(
+            "nobody is listening on {p}: the socket file is there but no service accepts on it \
+             (left over from a service that exited?)"
+        )),
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => Some(format!(
+            "permission denied connecting to {p}: the socket is owned by uid {} gid {} with mode \
+             {:04o}, and this client runs as uid {} (the socket's mode is the service's access \
+             control)",
+            meta.uid(),
+            meta.gid(),
+            meta.mode() & 0o7777,
+            uid()
+        )),
+        Err(e) => Some(format!("cannot connect to {p}: {e}")),
+    }
+}
+
+fn uid() -> u32 {
+    nix::unistd::getuid().as_raw()
+}
