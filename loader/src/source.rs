@@ -1,10 +1,15 @@
-//! Validation of the untrusted source fd and the requested range.
+//! Validation of the untrusted source fd and the requested range, and the source's identity:
+//! where it points (readlink of /proc/self/fd), reopening it with or without O_DIRECT, and
+//! the same-inode check on every reopen. No other module of the engine opens /proc/self/fd
+//! for a source.
 //!
-//! Cheap by design: fcntl(F_GETFL), fstat, (BLKGETSIZE64 for allowed block devices) and a
-//! dup. Nothing here changes the flags of the client's open file description; the direct
-//! path later reopens the file through /proc/self/fd, which yields a NEW description.
+//! Cheap by design: fcntl(F_GETFL), fstat, (BLKGETSIZE64 for allowed block devices), a
+//! readlink and a dup. Nothing here changes the flags of the client's open file description;
+//! the direct path later reopens the file through /proc/self/fd ([`Source::reopen_direct`]),
+//! which yields a NEW description.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 
 use anyhow::anyhow;
 use nix::errno::Errno;
@@ -12,6 +17,7 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::stat::{fstat, SFlag};
 
 use crate::api::{Config, ErrorKind, LoadError, LoadRequest, Result};
+use crate::sys::blkdev;
 
 /// Why a source fd was refused; carried (downcastable) inside [`LoadError::source`], so each
 /// refusal is a distinct typed error even where several share one AIDL [`ErrorKind`].
@@ -82,8 +88,6 @@ pub struct Source {
     pub fd: OwnedFd,
     pub dev: u64,
     pub ino: u64,
-    /// File (or block device) size when validated.
-    pub file_size: u64,
     pub offset: u64,
     pub len: u64,
     pub is_block_device: bool,
@@ -98,6 +102,12 @@ impl Source {
     /// Short label for buffer names: the file name.
     pub fn label(&self) -> &str {
         self.path.rsplit('/').next().unwrap_or(&self.path)
+    }
+
+    /// Our own O_DIRECT description of the source (see [`reopen`]); `Err` says why not, for
+    /// the engine's fallback reason.
+    pub fn reopen_direct(&self) -> std::result::Result<OwnedFd, String> {
+        reopen(&self.fd, (self.dev, self.ino), true)
     }
 }
 
@@ -133,14 +143,8 @@ fn pseudo_file_system(fd: BorrowedFd<'_>) -> Option<&'static str> {
         .map(|(_, name)| *name)
 }
 
-nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
-
 fn block_device_size(fd: BorrowedFd<'_>) -> Result<u64> {
-    let mut size = 0u64;
-    // SAFETY: BLKGETSIZE64 writes one u64 into `size`, which is valid for the call.
-    unsafe { blkgetsize64(fd.as_raw_fd(), &mut size) }
-        .map_err(|e| LoadError::new(ErrorKind::Io, anyhow!("BLKGETSIZE64: {e}")))?;
-    Ok(size)
+    blkdev::size(fd).map_err(|e| LoadError::new(ErrorKind::Io, anyhow!("BLKGETSIZE64: {e}")))
 }
 
 /// Current size of an open source (used again after the load to detect truncation).
@@ -148,26 +152,36 @@ pub fn current_size(fd: BorrowedFd<'_>, is_block_device: bool) -> Result<u64> {
     if is_block_device {
         return block_device_size(fd);
     }
-    let st = fstat(fd).map_err(|e| LoadError::new(ErrorKind::Io, anyhow!("fstat: {e}")))?;
+    let st =
+        fstat(fd.as_raw_fd()).map_err(|e| LoadError::new(ErrorKind::Io, anyhow!("fstat: {e}")))?;
     Ok(st.st_size as u64)
 }
 
-/// Opens `/proc/self/fd/N` read-only without O_DIRECT: a new open file description of the
-/// same inode (checked), for the paths that read at unaligned offsets.
-fn reopen_without_direct(
-    fd: &OwnedFd,
-    st: &nix::sys::stat::FileStat,
-) -> std::result::Result<OwnedFd, String> {
+/// Opens `/proc/self/fd/N` read-only, with or without O_DIRECT: a NEW open file description
+/// (the client's flags are never touched) of the same inode `id` = (dev, ino), checked.
+/// O_DIRECT is for the direct path; without it, for the paths that read at unaligned offsets
+/// when the client's own description is O_DIRECT.
+fn reopen(fd: &OwnedFd, id: (u64, u64), direct: bool) -> std::result::Result<OwnedFd, String> {
     let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    let new = nix::fcntl::open(
-        proc_path.as_str(),
-        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|e| format!("open {proc_path}: {e}"))?;
-    let nst = fstat(&new).map_err(|e| format!("fstat of the reopen: {e}"))?;
-    if (nst.st_dev, nst.st_ino) != (st.st_dev, st.st_ino) {
-        return Err("the reopen is not the same inode".into());
+    let what = if direct {
+        "the O_DIRECT reopen"
+    } else {
+        "the reopen"
+    };
+    // std opens O_RDONLY | O_CLOEXEC (plus O_DIRECT when asked) and hands back an owned fd.
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    if direct {
+        opts.custom_flags(libc::O_DIRECT);
+    }
+    let new = OwnedFd::from(opts.open(&proc_path).map_err(|e| match e.raw_os_error() {
+        Some(libc::EINVAL) if direct => "the file system refused O_DIRECT (EINVAL)".to_string(),
+        _ if direct => format!("reopening with O_DIRECT failed: {e}"),
+        _ => format!("open {proc_path}: {e}"),
+    })?);
+    let nst = fstat(new.as_raw_fd()).map_err(|e| format!("fstat of {what}: {e}"))?;
+    if (nst.st_dev, nst.st_ino) != id {
+        return Err(format!("{what} is not the same inode"));
     }
     Ok(new)
 }
@@ -175,7 +189,7 @@ fn reopen_without_direct(
 /// Validates `fd` and the range of `req` against `config`.
 pub fn validate(fd: BorrowedFd<'_>, req: &LoadRequest, config: &Config) -> Result<Source> {
     let raw = fd.as_raw_fd();
-    let flags = match fcntl(fd, FcntlArg::F_GETFL) {
+    let flags = match fcntl(raw, FcntlArg::F_GETFL) {
         Ok(f) => OFlag::from_bits_retain(f),
         Err(Errno::EBADF) => return Err(refuse(SourceError::Closed, format!("fd {raw}"))),
         Err(e) => {
@@ -192,7 +206,7 @@ pub fn validate(fd: BorrowedFd<'_>, req: &LoadRequest, config: &Config) -> Resul
         return Err(refuse(SourceError::WriteOnly, format!("fd {raw}")));
     }
     let st =
-        fstat(fd).map_err(|e| LoadError::new(ErrorKind::BadFd, anyhow!("fstat fd {raw}: {e}")))?;
+        fstat(raw).map_err(|e| LoadError::new(ErrorKind::BadFd, anyhow!("fstat fd {raw}: {e}")))?;
     let path = std::fs::read_link(format!("/proc/self/fd/{raw}"))
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_else(|_| format!("fd:{raw}"));
@@ -253,7 +267,7 @@ pub fn validate(fd: BorrowedFd<'_>, req: &LoadRequest, config: &Config) -> Resul
     // description without O_DIRECT instead (the checks above already refused O_PATH and
     // write-only fds), never by changing the client's flags.
     let dup = if flags.contains(OFlag::O_DIRECT) {
-        reopen_without_direct(&dup, &st).map_err(|e| {
+        reopen(&dup, (st.st_dev, st.st_ino), false).map_err(|e| {
             LoadError::new(
                 ErrorKind::Io,
                 anyhow!("fd {raw} ({path}) is O_DIRECT and could not be reopened without it: {e}"),
@@ -266,7 +280,6 @@ pub fn validate(fd: BorrowedFd<'_>, req: &LoadRequest, config: &Config) -> Resul
         fd: dup,
         dev: st.st_dev,
         ino: st.st_ino,
-        file_size,
         offset,
         len,
         is_block_device,
