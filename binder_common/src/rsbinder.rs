@@ -228,8 +228,14 @@ pub fn connect_unix<T: ?Sized + FromIBinder>(
         o.incoming_connections = Some(1);
         o.timeout = timeout;
     })
-    .map_err(|e| anyhow!("connecting to {}: {e:?}", path.display()))
-    .with_context(|| format!("is dmabuf-loader-service listening on {}?", path.display()))?;
+    .map_err(|e| match crate::reach::diagnose(path) {
+        // What is wrong with the socket, in words, instead of rsbinder's status code.
+        Some(words) => anyhow!(words),
+        None => anyhow!(
+            "{} accepts connections, but no RPC binder session could be set up on it              (is it dmabuf-loader-service?): {e:?}",
+            path.display()
+        ),
+    })?;
     let service = if name.is_empty() {
         let session = client.session().context("RPC client without a session")?;
         let root = session

@@ -228,20 +228,11 @@ fn transport(cli: &Cli) -> Result<Transport> {
     Transport::choose(cli.socket.as_deref(), cli.binder_device.as_deref())
 }
 
+/// Connects to the service; a failure is "the service could not be reached" (exit status 5).
+/// Over a unix socket the error says what is wrong with it in words (dmabuf_loader_binder's
+/// connect looks at the path: no such socket, not a socket, nobody listening, permission).
 fn connect(transport: Transport) -> Result<Session> {
-    let socket = match &transport {
-        Transport::Unix { path } => Some(path.clone()),
-        _ => None,
-    };
-    Session::connect(transport, 1)
-        .map_err(
-            |e| match socket.as_deref().and_then(crate::reach::diagnose) {
-                // What is wrong with the socket, in words, instead of rsbinder's status code.
-                Some(words) => anyhow::anyhow!(words),
-                None => e,
-            },
-        )
-        .context(Unreachable("cannot reach dmabuf-loader-service"))
+    Session::connect(transport, 1).context(Unreachable("cannot reach dmabuf-loader-service"))
 }
 
 pub fn run(cli: Cli) -> Result<i32> {

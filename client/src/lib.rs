@@ -5,6 +5,5 @@ pub mod bench;
 pub mod cli;
 pub mod echo;
 mod rate;
-mod reach;
 pub mod session;
 pub mod verify;

@@ -5,6 +5,9 @@
 //! looks at the path itself (stat, then one plain `connect(2)`) and says what is there: no
 //! such socket, something that is not a socket, a socket nobody listens on, or one this user
 //! may not open (with its owner and mode, which are the service's access control).
+//!
+//! Binder-crate-neutral (std and nix only), used by the rsbinder half's `connect_unix`; on
+//! Android there are no unix-socket connections, so it is not built there.
 
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -12,7 +15,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 /// What is wrong with `path`, or `None` when a plain connect to it works now (the failure was
-/// past the connect: the caller's own error says more).
+/// past the connect, in the RPC binder session: the caller's own error says more).
 pub fn diagnose(path: &Path) -> Option<String> {
     let p = path.display();
     let meta = match std::fs::metadata(path) {
@@ -63,6 +66,45 @@ pub fn diagnose(path: &Path) -> Option<String> {
     }
 }
 
+/// The effective uid: the one the kernel checks the socket's mode against.
 fn uid() -> u32 {
-    nix::unistd::getuid().as_raw()
+    nix::unistd::geteuid().as_raw()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_of_unreachable_path_reads_as_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let none = dir.path().join("none.sock");
+        let words = diagnose(&none).unwrap();
+        assert!(words.starts_with("no socket at "), "{words}");
+        assert!(words.contains("--socket"), "{words}");
+
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, b"x").unwrap();
+        let words = diagnose(&plain).unwrap();
+        assert!(
+            words.ends_with("is not a socket: it is a regular file"),
+            "{words}"
+        );
+        let words = diagnose(dir.path()).unwrap();
+        assert!(
+            words.ends_with("is not a socket: it is a directory"),
+            "{words}"
+        );
+
+        // A socket file whose listener is gone: connect(2) gets ECONNREFUSED.
+        let stale = dir.path().join("stale.sock");
+        drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+        let words = diagnose(&stale).unwrap();
+        assert!(words.starts_with("nobody is listening on "), "{words}");
+
+        // A live listener: nothing wrong with the path itself.
+        let live = dir.path().join("live.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&live).unwrap();
+        assert_eq!(diagnose(&live), None);
+    }
 }
