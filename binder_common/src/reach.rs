@@ -6,8 +6,12 @@
 //! such socket, something that is not a socket, a socket nobody listens on, or one this user
 //! may not open (with its owner and mode, which are the service's access control).
 //!
-//! Binder-crate-neutral (std and nix only), used by the rsbinder half's `connect_unix`; on
-//! Android there are no unix-socket connections, so it is not built there.
+//! The same for a kernel binder device that cannot be opened (`--binder-device PATH`):
+//! rsbinder says only `NoInit`.
+//!
+//! Binder-crate-neutral (std and nix only), used by the rsbinder half's `connect_unix` and
+//! kernel open; on Android, AOSP's binder crate opens the device itself and there are no
+//! unix-socket connections, so it is not built there.
 
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -36,16 +40,7 @@ pub fn diagnose(path: &Path) -> Option<String> {
     };
     let ft = meta.file_type();
     if !ft.is_socket() {
-        let what = if ft.is_dir() {
-            "a directory"
-        } else if ft.is_file() {
-            "a regular file"
-        } else if ft.is_fifo() {
-            "a FIFO"
-        } else {
-            "not a socket"
-        };
-        return Some(format!("{p} is not a socket: it is {what}"));
+        return Some(format!("{p} is not a socket: it is {}", kind(&meta)));
     }
     match UnixStream::connect(path) {
         Ok(_) => None,
@@ -63,6 +58,59 @@ pub fn diagnose(path: &Path) -> Option<String> {
             uid()
         )),
         Err(e) => Some(format!("cannot connect to {p}: {e}")),
+    }
+}
+
+/// Why the kernel binder device `path` could not be opened as one, in words (`rsbinder` is
+/// what rsbinder said, kept for the one case the path alone does not explain).
+pub fn diagnose_device(path: &Path, rsbinder: &str) -> String {
+    let p = path.display();
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return format!(
+                "no binder device at {p} (without kernel binder, use a unix socket: --socket PATH)"
+            )
+        }
+        Err(e) => return format!("cannot look at {p}: {e}"),
+    };
+    if !meta.file_type().is_char_device() {
+        return format!("{p} is not a binder device: it is {}", kind(&meta));
+    }
+    let rw = nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK;
+    if nix::unistd::access(path, rw) == Err(nix::errno::Errno::EACCES) {
+        return format!(
+            "permission denied opening {p}: the device is owned by uid {} gid {} with mode \
+             {:04o}, and this process runs as uid {}",
+            meta.uid(),
+            meta.gid(),
+            meta.mode() & 0o7777,
+            uid()
+        );
+    }
+    format!(
+        "{p} is a character device this process may open, but it did not answer as a binder \
+         device (rsbinder: {rsbinder})"
+    )
+}
+
+/// "a regular file", "a directory", ... for a path that is not what was expected.
+fn kind(meta: &std::fs::Metadata) -> &'static str {
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        "a directory"
+    } else if ft.is_file() {
+        "a regular file"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else {
+        "something else"
     }
 }
 
@@ -106,5 +154,26 @@ mod tests {
         let live = dir.path().join("live.sock");
         let _listener = std::os::unix::net::UnixListener::bind(&live).unwrap();
         assert_eq!(diagnose(&live), None);
+    }
+
+    #[test]
+    fn a_binder_device_that_cannot_be_opened_reads_as_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let words = diagnose_device(&dir.path().join("binder"), "NoInit");
+        assert!(words.starts_with("no binder device at "), "{words}");
+        assert!(words.contains("--socket"), "{words}");
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, b"x").unwrap();
+        let words = diagnose_device(&plain, "NoInit");
+        assert!(
+            words.ends_with("is not a binder device: it is a regular file"),
+            "{words}"
+        );
+        // A character device anyone may open that is not binder.
+        let words = diagnose_device(Path::new("/dev/null"), "NoInit");
+        assert!(
+            words.contains("did not answer as a binder device (rsbinder: NoInit)"),
+            "{words}"
+        );
     }
 }

@@ -241,6 +241,19 @@ fn connection_errors_say_what_happened_and_exit_5() {
         "a raw errno: {}",
         stderr(&o)
     );
+    // A kernel binder device that is not one (rsbinder alone says `NoInit`).
+    let o = Command::new(env!("CARGO_BIN_EXE_dmabuf-loader"))
+        .arg("--binder-device")
+        .arg(&plain)
+        .arg("info")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is not a binder device: it is a regular file"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
