@@ -11,7 +11,9 @@
 //! and, binder-crate-neutral, what every user needs on top:
 //! - the generated AIDL module ([`aidl`]) and the binder names both crates give the same
 //!   meaning ([`Strong`], [`Interface`], [`ParcelFileDescriptor`], [`Status`], ...);
-//! - where the service lives and how to reach it ([`Transport`], [`serve`], [`connect`]);
+//! - where the service lives and how to reach it ([`Transport`], [`serve`], [`connect`]),
+//!   and, when a unix socket cannot be reached, why in words (no such socket, not a socket,
+//!   nobody listening, permission denied with the socket's owner and mode: `reach.rs`);
 //! - statuses: [`service_specific`], [`CallError`], the ErrorCode names ([`error_code_name`]);
 //! - results: [`clone_result`] (a callback only borrows its result), display names;
 //! - [`calling_uid`], [`link_to_death`], [`new_binder!`](crate::new_binder).
@@ -27,6 +29,9 @@ mod backend;
 #[path = "aosp.rs"]
 mod backend;
 
+// Words for a unix socket that cannot be reached; only the rsbinder half has unix sockets.
+#[cfg(not(target_os = "android"))]
+mod reach;
 mod result;
 mod status;
 mod transport;

@@ -183,8 +183,11 @@ fn open_kernel(driver: Option<&Path>) -> Result<rsbinder::Client> {
     if let Some(d) = driver {
         kernel = kernel.with_driver(d);
     }
-    rsbinder::Client::open(rsbinder::Uri::new(kernel))
-        .map_err(|e| anyhow!("opening kernel binder ({driver:?}): {e:?}"))
+    rsbinder::Client::open(rsbinder::Uri::new(kernel)).map_err(|e| match driver {
+        // What is wrong with the device, in words, instead of rsbinder's `NoInit`.
+        Some(d) => anyhow!(crate::reach::diagnose_device(d, &format!("{e:?}"))),
+        None => anyhow!("opening kernel binder (rsbinder's default device): {e:?}"),
+    })
 }
 
 /// Connects to `name` on kernel binder through the service manager of `driver`. Waits up to
@@ -228,8 +231,15 @@ pub fn connect_unix<T: ?Sized + FromIBinder>(
         o.incoming_connections = Some(1);
         o.timeout = timeout;
     })
-    .map_err(|e| anyhow!("connecting to {}: {e:?}", path.display()))
-    .with_context(|| format!("is dmabuf-loader-service listening on {}?", path.display()))?;
+    .map_err(|e| match crate::reach::diagnose(path) {
+        // What is wrong with the socket, in words, instead of rsbinder's status code.
+        Some(words) => anyhow!(words),
+        None => anyhow!(
+            "{} accepts connections, but no RPC binder session could be set up on it \
+             (is it dmabuf-loader-service?): {e:?}",
+            path.display()
+        ),
+    })?;
     let service = if name.is_empty() {
         let session = client.session().context("RPC client without a session")?;
         let root = session

@@ -23,7 +23,7 @@ use serde::Serialize;
 use dmabuf_loader_bench as core_bench;
 
 use crate::echo::EchoServer;
-use crate::session::{pfd_of, Session};
+use crate::session::{pfd_of, CallError, Session};
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Stat {
@@ -92,7 +92,7 @@ pub fn throughput(
     let rounds = rounds.max(1);
     // The engine in this process is set up like the service's and uses the heap it used.
     let probe = {
-        let f = File::open(file)?;
+        let f = crate::cli::open_source(file)?;
         let req = LoadRequest {
             length: 1.min(size as i64),
             ..Default::default()
@@ -392,7 +392,7 @@ pub struct LatencyReport {
 /// Latency of `loadFile` on `file` vs the echo baseline, interleaved call by call.
 pub fn latency(session: &Session, file: &Path, iterations: u32) -> Result<LatencyReport> {
     let echo = EchoServer::start(&session.transport).context("starting the bare-call baseline")?;
-    let f = File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let f = crate::cli::open_source(file)?;
     let size = f.metadata()?.len();
     let pfd = pfd_of(&f)?;
     let iterations = iterations.max(10);
@@ -405,7 +405,7 @@ pub fn latency(session: &Session, file: &Path, iterations: u32) -> Result<Latenc
         session
             .proxy()
             .loadFile(&pfd)
-            .map_err(|s| anyhow::anyhow!("loadFile: {s:?}"))?;
+            .map_err(|s| anyhow::Error::new(CallError::from_status(&s)).context("loadFile"))?;
         echo.conn
             .service
             .loadFile(&pfd)
@@ -416,7 +416,7 @@ pub fn latency(session: &Session, file: &Path, iterations: u32) -> Result<Latenc
         let b = session
             .proxy()
             .loadFile(&pfd)
-            .map_err(|s| anyhow::anyhow!("loadFile: {s:?}"))?;
+            .map_err(|s| anyhow::Error::new(CallError::from_status(&s)).context("loadFile"))?;
         drop(b);
         load.push(t.elapsed());
         let t = Instant::now();

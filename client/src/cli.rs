@@ -22,10 +22,85 @@ use crate::bench;
 use crate::session::{CallError, Session};
 use crate::verify;
 
-/// Exit status when the service refused or failed the request (the ErrorCode is printed).
+/// Exit status, the same for every command (docs/service-and-client.md has the table).
+/// Something failed on this side: FILE cannot be opened, an output cannot be written.
+pub const EXIT_ERROR: i32 = 1;
+/// The command line is wrong (clap's own code for usage errors).
+pub const EXIT_USAGE: i32 = 2;
+/// The service refused or failed the request (the ErrorCode is printed).
 pub const EXIT_SERVICE_ERROR: i32 = 3;
-/// Exit status when --verify or the dma-buf check found the buffer wrong.
+/// --verify or the dma-buf check found the buffer wrong.
 pub const EXIT_VERIFY_FAILED: i32 = 4;
+/// The service could not be reached: no socket, nobody listening, permission denied, not
+/// registered, the connection broke or the service died, or no answer within --timeout-secs.
+pub const EXIT_NO_SERVICE: i32 = 5;
+
+/// Marks an error as "the service could not be reached" (exit status 5).
+#[derive(Debug)]
+pub struct Unreachable(pub &'static str);
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// The exit status for an error, from what is in its chain: the one place that decides it.
+pub fn exit_status(e: &anyhow::Error) -> i32 {
+    // anyhow's downcast_ref looks through every context layer, for errors and contexts alike.
+    if let Some(c) = e.downcast_ref::<CallError>() {
+        return call_error_status(c);
+    }
+    if e.downcast_ref::<Unreachable>().is_some() {
+        return EXIT_NO_SERVICE;
+    }
+    EXIT_ERROR
+}
+
+fn call_error_status(e: &CallError) -> i32 {
+    match e {
+        CallError::Service { .. } => EXIT_SERVICE_ERROR,
+        CallError::Binder(_) => EXIT_NO_SERVICE,
+    }
+}
+
+/// `--offset`/`--length`: a byte count with an optional suffix (4096, 4k, 10M, 1.5GiB).
+fn byte_count(what: &'static str) -> impl Fn(&str) -> Result<u64, String> + Clone {
+    move |s: &str| {
+        let n = dmabuf_loader::size::parse(s).map_err(|e| match e {
+            dmabuf_loader::size::SizeError::Negative => {
+                format!("{what} must be a non-negative byte count, not {s}")
+            }
+            e => format!("{e}: {what} is a byte count such as 4096, 4k, 10M or 1GiB"),
+        })?;
+        // The interface carries offsets and lengths as AIDL `long`.
+        i64::try_from(n)
+            .map(|_| n)
+            .map_err(|_| format!("{what} {s} is more than {} bytes", i64::MAX))
+    }
+}
+
+/// `--rounds`/`--iterations`: a count of at least 1 (0 used to run one round silently).
+fn at_least_one(what: &'static str) -> impl Fn(&str) -> Result<u32, String> + Clone {
+    move |s: &str| match s.trim().parse::<u32>() {
+        Ok(0) => Err(format!("{what} must be at least 1")),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!(
+            "{what} must be a whole number of at least 1, not {s}"
+        )),
+    }
+}
+
+fn heap_name(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err(
+            "a heap name cannot be empty (leave --heap out for the service's default; \
+                    `dmabuf-loader heaps` lists them)"
+                .into(),
+        );
+    }
+    Ok(s.to_string())
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -33,8 +108,10 @@ pub const EXIT_VERIFY_FAILED: i32 = 4;
     version,
     about = "Load files into dma-bufs through dmabuf-loader-service",
     after_help = "Connects over kernel binder to vendor.dmabufloader.IDmabufLoader/default, or \
-                  over RPC binder with --socket PATH.\nExit status: 0 ok, 1 error, 2 usage, \
-                  3 the service refused the request (ErrorCode printed), 4 verification failed."
+                  over RPC binder with --socket PATH.\nExit status (every command): 0 ok, \
+                  1 error on this side (e.g. FILE cannot be opened), 2 usage, 3 the service \
+                  refused or failed the request (ErrorCode printed), 4 verification failed, \
+                  5 the service could not be reached or did not answer."
 )]
 pub struct Cli {
     /// Connect over RPC binder on this unix socket (else kernel binder by service name).
@@ -74,15 +151,15 @@ pub struct JsonArg {
 pub struct LoadArgs {
     /// The file to load (opened read-only by this command; the service gets the fd).
     pub file: PathBuf,
-    /// Heap to allocate from (default: the service's default).
-    #[arg(long)]
+    /// Heap to allocate from (default: the service's default; `heaps` lists them).
+    #[arg(long, value_parser = heap_name)]
     pub heap: Option<String>,
-    /// First byte of the file to load.
-    #[arg(long, default_value_t = 0)]
-    pub offset: i64,
-    /// Bytes to load (default: to the end of the file).
-    #[arg(long)]
-    pub length: Option<i64>,
+    /// First byte of the file to load: bytes, or with a suffix (4k, 10M, 1GiB).
+    #[arg(long, default_value = "0", value_parser = byte_count("offset"), allow_hyphen_values = true)]
+    pub offset: u64,
+    /// Bytes to load, with an optional suffix (default: to the end of the file).
+    #[arg(long, value_parser = byte_count("length"), allow_hyphen_values = true)]
+    pub length: Option<u64>,
     /// Ask for a read-only buffer fd.
     #[arg(long)]
     pub read_only: bool,
@@ -98,7 +175,8 @@ pub struct LoadArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
-    /// With --async: give up (and cancel) after this many seconds.
+    /// With --async: give up (and cancel) after this many seconds; 0 = no limit (the
+    /// service's own load deadline still applies).
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,
 }
@@ -107,8 +185,8 @@ pub struct LoadArgs {
 pub struct BenchArgs {
     /// The file to load (e.g. 1 GiB for throughput, 4 KiB for --latency).
     pub file: PathBuf,
-    /// Rounds of each contender (best and median are shown).
-    #[arg(long, default_value_t = 4)]
+    /// Rounds of each contender (best and median are shown); at least 1.
+    #[arg(long, default_value_t = 4, value_parser = at_least_one("rounds"))]
     pub rounds: u32,
     /// Only service vs in-process engine (skip the core bench's status quo and device limit).
     #[arg(long)]
@@ -116,8 +194,8 @@ pub struct BenchArgs {
     /// Measure loadFile latency on FILE (use a small file, e.g. 4 KiB) instead of throughput.
     #[arg(long)]
     pub latency: bool,
-    /// Calls per contender for --latency.
-    #[arg(long, default_value_t = 2000)]
+    /// Calls per contender for --latency; at least 1.
+    #[arg(long, default_value_t = 2000, value_parser = at_least_one("iterations"))]
     pub iterations: u32,
     /// Print JSON instead of text.
     #[arg(long)]
@@ -132,7 +210,7 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("dmabuf-loader: error: {e:#}");
-            1
+            exit_status(&e)
         }
     }
 }
@@ -150,21 +228,31 @@ fn transport(cli: &Cli) -> Result<Transport> {
     Transport::choose(cli.socket.as_deref(), cli.binder_device.as_deref())
 }
 
+/// Connects to the service; a failure is "the service could not be reached" (exit status 5).
+/// Over a unix socket the error says what is wrong with it in words (dmabuf_loader_binder's
+/// connect looks at the path: no such socket, not a socket, nobody listening, permission).
+fn connect(transport: Transport) -> Result<Session> {
+    Session::connect(transport, 1).context(Unreachable("cannot reach dmabuf-loader-service"))
+}
+
 pub fn run(cli: Cli) -> Result<i32> {
-    let transport = transport(&cli)?;
+    let transport = transport(&cli).context(Unreachable("cannot reach dmabuf-loader-service"))?;
     match cli.command {
         Command::BenchEcho => {
             crate::echo::serve_child(&transport)?;
             Ok(0)
         }
         Command::Load(args) => {
-            let session = Session::connect(transport, 1)?;
-            load(&session, &args)
+            // The file first: a FILE that cannot be opened is this side's error (exit 1) even
+            // when the service is down.
+            let file = open_source(&args.file)?;
+            let session = connect(transport)?;
+            load(&session, &file, &args)
         }
-        Command::Heaps(a) => heaps(&Session::connect(transport, 1)?, a.json),
-        Command::Info(a) => info(&Session::connect(transport, 1)?, a.json),
+        Command::Heaps(a) => heaps(&connect(transport)?, a.json),
+        Command::Info(a) => info(&connect(transport)?, a.json),
         Command::Bench(a) => {
-            let session = Session::connect(transport, 1)?;
+            let session = connect(transport)?;
             let mut out = std::io::stdout().lock();
             let mut log: Box<dyn Write> = if a.json {
                 Box::new(std::io::sink())
@@ -196,7 +284,7 @@ pub fn run(cli: Cli) -> Result<i32> {
 pub struct LoadReport {
     pub path: String,
     pub file_size: u64,
-    pub offset: i64,
+    pub offset: u64,
     pub heap: String,
     pub buffer_kind: String,
     pub is_dmabuf: bool,
@@ -210,7 +298,8 @@ pub struct LoadReport {
     pub alloc_ms: f64,
     pub service_ms: f64,
     pub round_trip_ms: f64,
-    pub throughput_mib_s: f64,
+    /// None for a load of 0 bytes (a rate of nothing means nothing).
+    pub throughput_mib_s: Option<f64>,
     pub checksum_xxh3: Option<String>,
     pub verified: Option<bool>,
     pub problems: Vec<String>,
@@ -244,19 +333,33 @@ fn report_call_error(e: &CallError, json: bool) -> Result<i32> {
     } else {
         eprintln!("dmabuf-loader: the service refused: {e}");
     }
-    Ok(match e {
-        CallError::Service { .. } => EXIT_SERVICE_ERROR,
-        CallError::Binder(_) => 1,
-    })
+    Ok(call_error_status(e))
 }
 
-fn load(session: &Session, a: &LoadArgs) -> Result<i32> {
-    let file = File::open(&a.file).with_context(|| format!("opening {}", a.file.display()))?;
+/// Opens FILE read-only so that no file type can block the open: O_NONBLOCK (a FIFO without a
+/// writer would otherwise wait forever, before anything reaches the service), then cleared, so
+/// the service gets an ordinary blocking fd and says itself what it thinks of the file type.
+pub fn open_source(path: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let flags = nix::fcntl::fcntl(file.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)
+        .with_context(|| format!("fcntl(F_GETFL) on {}", path.display()))?;
+    let flags = nix::fcntl::OFlag::from_bits_retain(flags) - nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(file.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags))
+        .with_context(|| format!("clearing O_NONBLOCK on {}", path.display()))?;
+    Ok(file)
+}
+
+fn load(session: &Session, file: &File, a: &LoadArgs) -> Result<i32> {
     let file_size = file.metadata()?.len();
     let req = LoadRequest {
         heapName: a.heap.clone().unwrap_or_default(),
-        offset: a.offset,
-        length: a.length.unwrap_or(-1),
+        offset: a.offset as i64,
+        length: a.length.map_or(-1, |l| l as i64),
         readOnly: a.read_only,
         checksum: if a.checksum {
             ChecksumType::XXH3_64
@@ -266,16 +369,16 @@ fn load(session: &Session, a: &LoadArgs) -> Result<i32> {
     };
     let started = Instant::now();
     let outcome = if a.async_ {
-        load_async(session, &file, &req, a)?
+        load_async(session, file, &req, a)?
     } else {
-        session.load(&file, &req)?
+        session.load(file, &req)?
     };
     let round_trip = started.elapsed();
     let result = match outcome {
         Ok(r) => r,
         Err(e) => return report_call_error(&e, a.json),
     };
-    let (report, ok) = check(&result, &file, file_size, a, round_trip)?;
+    let (report, ok) = check(&result, file, file_size, a, round_trip)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -298,17 +401,20 @@ fn load_async(
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
-                "{spinner} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                "{spinner} [{bar:40}] {bytes}/{total_bytes} {msg}",
             )
             .expect("valid progress template")
             .progress_chars("=> "),
         );
         bar
     });
-    let outcome = task.wait(Duration::from_secs(a.timeout_secs), |done, total| {
+    let timeout = (a.timeout_secs > 0).then(|| Duration::from_secs(a.timeout_secs));
+    let mut rate = crate::rate::Rate::default();
+    let outcome = task.wait(timeout, |done, total| {
         if let Some(b) = &bar {
             b.set_length(total);
             b.set_position(done);
+            b.set_message(rate.update(done));
         }
     });
     if let Some(b) = bar {
@@ -354,13 +460,7 @@ fn check(
     let checksum = (r.checksumType == ChecksumType::XXH3_64).then_some(r.checksum as u64);
     let mut verified = None;
     if a.verify {
-        match verify::verify(
-            fd,
-            r.bufferSize as u64,
-            r.dataLength as u64,
-            file,
-            a.offset as u64,
-        ) {
+        match verify::verify(fd, r.bufferSize as u64, r.dataLength as u64, file, a.offset) {
             Ok(v) => {
                 let mut good = true;
                 if let Some(c) = checksum {
@@ -397,7 +497,8 @@ fn check(
         alloc_ms: r.allocNanos as f64 / 1e6,
         service_ms: r.totalNanos as f64 / 1e6,
         round_trip_ms: secs * 1e3,
-        throughput_mib_s: r.dataLength as f64 / (1u64 << 20) as f64 / secs,
+        throughput_mib_s: (r.dataLength > 0)
+            .then(|| r.dataLength as f64 / (1u64 << 20) as f64 / secs),
         checksum_xxh3: checksum.map(|c| format!("{c:#018x}")),
         verified,
         problems,
@@ -411,9 +512,19 @@ fn print_load(r: &LoadReport, verify: bool) {
     println!(
         "  range       [{}, {}) of a {}-byte file",
         r.offset,
-        r.offset + r.data_length,
+        r.offset + r.data_length as u64,
         r.file_size
     );
+    if r.data_length == 0 {
+        println!(
+            "  empty       {}: the buffer holds no data",
+            if r.file_size == 0 {
+                "the file is empty"
+            } else {
+                "the range is empty"
+            }
+        );
+    }
     println!(
         "  buffer      {} bytes ({} data){}",
         r.buffer_size,
@@ -432,7 +543,9 @@ fn print_load(r: &LoadReport, verify: bool) {
         "  time        alloc {:.1} ms, service {:.1} ms, round trip {:.1} ms",
         r.alloc_ms, r.service_ms, r.round_trip_ms
     );
-    println!("  throughput  {:.0} MiB/s", r.throughput_mib_s);
+    if let Some(t) = r.throughput_mib_s {
+        println!("  throughput  {t:.0} MiB/s");
+    }
     if let Some(c) = &r.checksum_xxh3 {
         println!("  checksum    xxh3 {c}");
     }
@@ -490,6 +603,14 @@ fn heaps(session: &Session, json: bool) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+fn available(b: bool) -> &'static str {
+    if b {
+        "available"
+    } else {
+        "not available"
+    }
 }
 
 fn yes(b: bool) -> &'static str {
@@ -558,13 +679,16 @@ fn info(session: &Session, json: bool) -> Result<i32> {
         );
         println!("implementation  {}", r.implementation);
         println!("kernel          {}", r.kernel_release);
-        println!("io_uring        {}", yes(r.io_uring));
+        println!("io_uring        {}", available(r.io_uring));
         println!(
-            "dmabuf regbuf   {} (io_uring registered dma-buf)",
-            yes(r.io_uring_dmabuf_regbuf)
+            "io_uring dma-buf registered buffers (kernel series, not in mainline): {}",
+            available(r.io_uring_dmabuf_regbuf)
         );
-        println!("cachestat       {}", yes(r.cachestat));
-        println!("max load        {} bytes", r.max_load_bytes);
+        println!("cachestat       {}", available(r.cachestat));
+        println!(
+            "max load        {} per load",
+            dmabuf_loader::size::format(r.max_load_bytes.max(0) as u64)
+        );
     }
     Ok(0)
 }

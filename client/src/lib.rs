@@ -4,5 +4,6 @@
 pub mod bench;
 pub mod cli;
 pub mod echo;
+mod rate;
 pub mod session;
 pub mod verify;

@@ -152,21 +152,36 @@ impl AsyncLoad {
         call(self.task.cancel())
     }
 
-    /// Waits for the end, calling `progress` on each progress event; `None` on timeout.
+    /// Waits for the end, calling `progress` on each progress event. `timeout` None: no limit.
+    /// No result in time is an error marked [`crate::cli::Unreachable`] (exit status 5).
     pub fn wait(
         &self,
-        timeout: Duration,
+        timeout: Option<Duration>,
         mut progress: impl FnMut(u64, u64),
     ) -> Result<CallResult<LoadResult>> {
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
         loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.events.recv_timeout(left) {
+            let event = match deadline {
+                Some(d) => self
+                    .events
+                    .recv_timeout(d.saturating_duration_since(std::time::Instant::now())),
+                None => self
+                    .events
+                    .recv()
+                    .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+            };
+            match event {
                 Ok(Event::Progress { done, total }) => progress(done, total),
                 Ok(Event::Complete(r)) => return Ok(Ok(r)),
                 Ok(Event::Error(e)) => return Ok(Err(e)),
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    return Err(anyhow!("no result from the service within {timeout:?}"))
+                    return Err(anyhow!(
+                        "no result from the service within {:?} (--timeout-secs; 0 = no limit)",
+                        timeout.unwrap_or_default()
+                    )
+                    .context(crate::cli::Unreachable(
+                        "no answer from dmabuf-loader-service",
+                    )))
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     return Err(anyhow!("the callback was dropped without a result"))

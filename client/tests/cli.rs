@@ -195,18 +195,266 @@ fn bench_runs_both_modes() {
     assert!(v["bare_fd_call"]["p50_us"].as_f64().unwrap() > 0.0, "{v}");
 }
 
+/// Runs the command with `--socket SOCKET` (no fixture), as `uid` when given.
+fn run_at(socket: &Path, args: &[&str], uid: Option<u32>) -> Output {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dmabuf-loader"));
+    c.arg("--socket").arg(socket).args(args);
+    if let Some(u) = uid {
+        c.uid(u);
+    }
+    c.output().expect("running dmabuf-loader")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
 #[test]
-fn no_service_is_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
+fn connection_errors_say_what_happened_and_exit_5() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    // No such socket.
+    let o = run_at(&dir.path().join("none.sock"), &["info"], None);
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no socket at"), "{}", stderr(&o));
+    // Not a socket.
+    let plain = file(dir.path(), "plain", 10);
+    let o = run_at(&plain, &["heaps"], None);
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is not a socket: it is a regular file"),
+        "{}",
+        stderr(&o)
+    );
+    // A socket file nobody listens on (its listener is gone).
+    let stale = dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let o = run_at(&stale, &["info"], None);
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("nobody is listening on"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        !stderr(&o).contains("Errno("),
+        "a raw errno: {}",
+        stderr(&o)
+    );
+    // A kernel binder device that is not one (rsbinder alone says `NoInit`).
     let o = Command::new(env!("CARGO_BIN_EXE_dmabuf-loader"))
-        .args([
-            "--socket",
-            dir.path().join("none.sock").to_str().unwrap(),
-            "info",
-        ])
+        .arg("--binder-device")
+        .arg(&plain)
+        .arg("info")
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("is dmabuf-loader-service listening"), "{err}");
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is not a binder device: it is a regular file"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn permission_denied_names_the_sockets_owner_and_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = start();
+    std::fs::set_permissions(f.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&f.socket, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // Root may connect anyway: run the client as nobody, which needs root to arrange.
+    let as_other = if nix::unistd::getuid().is_root() {
+        Some(65534)
+    } else {
+        std::fs::set_permissions(&f.socket, std::fs::Permissions::from_mode(0o000)).unwrap();
+        None
+    };
+    let o = run_at(&f.socket, &["info"], as_other);
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("permission denied connecting to"), "{err}");
+    assert!(err.contains("with mode 0"), "{err}");
+}
+
+#[test]
+fn a_fifo_without_a_writer_is_refused_not_waited_on() {
+    let f = start();
+    let fifo = f.dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // The old client blocked in open(2) forever: give it 20 s, then fail instead of hanging.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dmabuf-loader"))
+        .arg("--socket")
+        .arg(&f.socket)
+        .args(["load", fifo.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("`load FIFO` still runs after 20 s: the client's open blocks");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("UNSUPPORTED_FILE_TYPE"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn pseudo_files_are_refused_and_empty_files_load_as_empty() {
+    let f = start();
+    let o = run(&f, &["load", "/proc/self/status"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("UNSUPPORTED_FILE_TYPE"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("procfs"), "{}", stderr(&o));
+    let empty = file(f.dir.path(), "empty", 0);
+    let o = run(&f, &["load", empty.to_str().unwrap(), "--verify"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("the file is empty"), "{out}");
+    assert!(!out.contains("MiB/s"), "a rate for 0 bytes: {out}");
+    let v = json(&run(&f, &["load", empty.to_str().unwrap(), "--json"]));
+    assert_eq!(v["data_length"], 0);
+    assert!(v["throughput_mib_s"].is_null(), "{v}");
+}
+
+#[test]
+fn sizes_take_suffixes_and_bad_values_say_why() {
+    let f = start();
+    let p = file(f.dir.path(), "s.bin", 100_000);
+    let v = json(&run(
+        &f,
+        &[
+            "load",
+            p.to_str().unwrap(),
+            "--offset",
+            "1k",
+            "--length",
+            "4KiB",
+            "--verify",
+            "--json",
+        ],
+    ));
+    assert_eq!(
+        (v["offset"].as_u64(), v["data_length"].as_u64()),
+        (Some(1024), Some(4096))
+    );
+    assert_eq!(v["verified"], true);
+    for (args, words) in [
+        (
+            vec!["--offset", "-1"],
+            "offset must be a non-negative byte count",
+        ),
+        (
+            vec!["--length", "-4k"],
+            "length must be a non-negative byte count",
+        ),
+        (vec!["--length", "10Q"], "unknown unit"),
+        (vec!["--heap", ""], "a heap name cannot be empty"),
+    ] {
+        let mut a = vec!["load", p.to_str().unwrap()];
+        a.extend(args.iter());
+        let o = run(&f, &a);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(words), "{args:?}: {}", stderr(&o));
+        assert!(
+            !stderr(&o).contains("-- -"),
+            "clap's misleading tip: {}",
+            stderr(&o)
+        );
+    }
+    let o = run(&f, &["bench", p.to_str().unwrap(), "--rounds", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("rounds must be at least 1"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn timeout_zero_means_no_limit() {
+    let f = start();
+    let p = file(f.dir.path(), "t.bin", 1 << 20);
+    let o = run(
+        &f,
+        &[
+            "load",
+            p.to_str().unwrap(),
+            "--async",
+            "--timeout-secs",
+            "0",
+            "--verify",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("verify      OK"));
+}
+
+#[test]
+fn the_same_refusal_exits_3_from_every_command() {
+    let f = start();
+    // load and bench refuse the same pseudo file; a file that cannot be opened is this side's
+    // error (1), whatever the command.
+    for cmd in ["load", "bench"] {
+        let o = run(&f, &[cmd, "/proc/self/status", "--json"]);
+        assert_eq!(o.status.code(), Some(3), "{cmd}: {}", stderr(&o));
+        let o = run(&f, &[cmd, "/nonexistent/file"]);
+        assert_eq!(o.status.code(), Some(1), "{cmd}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn info_reads_as_words_and_json_keeps_the_bytes() {
+    let f = start();
+    let out = String::from_utf8_lossy(&run(&f, &["info"]).stdout).into_owned();
+    assert!(out.contains("max load        64 MiB per load"), "{out}");
+    assert!(
+        out.contains("io_uring dma-buf registered buffers (kernel series, not in mainline): "),
+        "{out}"
+    );
+    assert!(!out.contains("regbuf"), "{out}");
+    assert_eq!(
+        json(&run(&f, &["info", "--json"]))["max_load_bytes"],
+        64 << 20
+    );
+}
+
+#[test]
+fn bench_spells_the_io_path_one_way() {
+    let f = start();
+    let p = file(f.dir.path(), "b.bin", 4 << 20);
+    let o = run(
+        &f,
+        &[
+            "bench",
+            p.to_str().unwrap(),
+            "--rounds",
+            "1",
+            "--no-baselines",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    for camel in [
+        "DirectRegistered",
+        "BufferedSync",
+        "DmabufRegistered",
+        "Buffered ",
+        "Direct ",
+    ] {
+        assert!(!all.contains(camel), "{camel} in: {all}");
+    }
+    assert!(all.contains("DIRECT") || all.contains("BUFFERED"), "{all}");
 }

@@ -220,7 +220,7 @@ fn one_op(
             match rng.u32(..3) {
                 0 => {
                     let r = a
-                        .wait(Duration::from_secs(60), |_, _| {})?
+                        .wait(Some(Duration::from_secs(60)), |_, _| {})?
                         .map_err(|e| anyhow::anyhow!("async load: {e}"))?;
                     ensure!(
                         r.dataLength as usize == len,
@@ -231,7 +231,7 @@ fn one_op(
                 }
                 1 => {
                     let _ = a.cancel();
-                    match a.wait(Duration::from_secs(60), |_, _| {})? {
+                    match a.wait(Some(Duration::from_secs(60)), |_, _| {})? {
                         Ok(_) => Ok("async cancel lost the race (completed)"),
                         Err(e) if e.code() == Some(ErrorCode::CANCELLED.0) => Ok("async cancelled"),
                         Err(e) => bail!("cancelled async load: {e}"),
