@@ -53,6 +53,7 @@ pub fn buffer_kind_to_aidl(k: core::BufferKind) -> BufferKind {
         core::BufferKind::DmaHeap => BufferKind::DMA_HEAP,
         core::BufferKind::Udmabuf => BufferKind::UDMABUF,
         core::BufferKind::Memfd => BufferKind::MEMFD,
+        core::BufferKind::DmaBuf => BufferKind::DMA_BUF,
     }
 }
 
@@ -82,6 +83,7 @@ fn nanos(d: std::time::Duration) -> i64 {
 
 /// The AIDL result for a filled buffer; the buffer fd moves into it.
 pub fn result_to_aidl(l: core::Loaded) -> LoadResult {
+    let page_size = page_size_of(l.kind);
     let (checksum_type, checksum) = match l.checksum {
         Some((core::ChecksumType::Xxh3_64, v)) => (ChecksumType::XXH3_64, v as i64),
         _ => (ChecksumType::NONE, 0),
@@ -98,6 +100,46 @@ pub fn result_to_aidl(l: core::Loaded) -> LoadResult {
         totalNanos: nanos(l.total_time),
         checksumType: checksum_type,
         checksum,
+        dataOffset: 0,
+        pageSize: page_size,
+    }
+}
+
+/// Page size of a buffer the engine allocated: the base page for memfd/udmabuf (4 KiB
+/// shmem pages), unknown (0) for a dma-heap, whose pages the heap chooses.
+fn page_size_of(kind: core::BufferKind) -> i64 {
+    match kind {
+        core::BufferKind::Memfd | core::BufferKind::Udmabuf => {
+            nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+                .ok()
+                .flatten()
+                .unwrap_or(0)
+        }
+        core::BufferKind::DmaHeap | core::BufferKind::DmaBuf => 0,
+    }
+}
+
+/// The AIDL result of a load into the caller's own buffer: `buffer` is `target` (a dup of the
+/// caller's fd, which the reply hands back), the data at `dataOffset`.
+pub fn filled_to_aidl(f: core::Filled, target: std::os::fd::OwnedFd) -> LoadResult {
+    let (checksum_type, checksum) = match f.checksum {
+        Some((core::ChecksumType::Xxh3_64, v)) => (ChecksumType::XXH3_64, v as i64),
+        _ => (ChecksumType::NONE, 0),
+    };
+    LoadResult {
+        buffer: Some(ParcelFileDescriptor::new(target)),
+        dataLength: f.data_len as i64,
+        bufferSize: f.target_size as i64,
+        heapName: f.exporter,
+        bufferKind: buffer_kind_to_aidl(f.kind),
+        ioPath: io_path_to_aidl(f.io_path),
+        ioPathReason: f.io_path_reason,
+        allocNanos: 0,
+        totalNanos: nanos(f.total_time),
+        checksumType: checksum_type,
+        checksum,
+        dataOffset: f.target_offset as i64,
+        pageSize: f.page_size as i64,
     }
 }
 
@@ -121,6 +163,8 @@ pub fn clone_result(r: &LoadResult) -> std::io::Result<LoadResult> {
         totalNanos: r.totalNanos,
         checksumType: r.checksumType,
         checksum: r.checksum,
+        dataOffset: r.dataOffset,
+        pageSize: r.pageSize,
     })
 }
 
@@ -130,6 +174,7 @@ pub fn buffer_kind_name(k: BufferKind) -> String {
         BufferKind::DMA_HEAP => "DMA_HEAP".into(),
         BufferKind::UDMABUF => "UDMABUF".into(),
         BufferKind::MEMFD => "MEMFD".into(),
+        BufferKind::DMA_BUF => "DMA_BUF".into(),
         other => format!("UNKNOWN({})", other.0),
     }
 }

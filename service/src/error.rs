@@ -28,6 +28,10 @@ pub fn error_code(kind: ErrorKind) -> ErrorCode {
         ErrorKind::PermissionDenied => ErrorCode::PERMISSION_DENIED,
         ErrorKind::InvalidArgument => ErrorCode::INVALID_ARGUMENT,
         ErrorKind::Internal => ErrorCode::INTERNAL,
+        ErrorKind::NotADmabuf => ErrorCode::NOT_A_DMABUF,
+        ErrorKind::TargetTooSmall => ErrorCode::TARGET_TOO_SMALL,
+        ErrorKind::TargetNotWritable => ErrorCode::TARGET_NOT_WRITABLE,
+        ErrorKind::TargetNotMappable => ErrorCode::TARGET_NOT_MAPPABLE,
     }
 }
 
@@ -37,7 +41,7 @@ pub fn error_kind(code: i32) -> Option<ErrorKind> {
 }
 
 /// Every engine error kind, in AIDL code order.
-pub const ALL_KINDS: [ErrorKind; 16] = [
+pub const ALL_KINDS: [ErrorKind; 20] = [
     ErrorKind::BadFd,
     ErrorKind::PathOnlyFd,
     ErrorKind::NotReadable,
@@ -54,10 +58,15 @@ pub const ALL_KINDS: [ErrorKind; 16] = [
     ErrorKind::PermissionDenied,
     ErrorKind::InvalidArgument,
     ErrorKind::Internal,
+    ErrorKind::NotADmabuf,
+    ErrorKind::TargetTooSmall,
+    ErrorKind::TargetNotWritable,
+    ErrorKind::TargetNotMappable,
 ];
 
-/// AIDL names of the codes 1..=16 (the generated enum's `Debug` prints only the number).
-const CODE_NAMES: [&str; 16] = [
+/// AIDL names of the codes 1..=20 (the generated enum's `Debug` prints only the number);
+/// 17..=20 are new in v2 (loadInto targets).
+const CODE_NAMES: [&str; 20] = [
     "BAD_FD",
     "PATH_ONLY_FD",
     "NOT_READABLE",
@@ -74,6 +83,10 @@ const CODE_NAMES: [&str; 16] = [
     "PERMISSION_DENIED",
     "INVALID_ARGUMENT",
     "INTERNAL",
+    "NOT_A_DMABUF",
+    "TARGET_TOO_SMALL",
+    "TARGET_NOT_WRITABLE",
+    "TARGET_NOT_MAPPABLE",
 ];
 
 /// The AIDL name of a code ("TOO_LARGE"), or "UNKNOWN(<n>)".
@@ -121,15 +134,18 @@ mod tests {
     #[test]
     fn every_kind_has_a_distinct_code_matching_the_aidl_order() {
         let codes: Vec<i32> = ALL_KINDS.iter().map(|k| error_code(*k).0).collect();
-        assert_eq!(codes, (1..=16).collect::<Vec<_>>());
+        assert_eq!(codes, (1..=20).collect::<Vec<_>>());
         for k in ALL_KINDS {
             assert_eq!(error_kind(error_code(k).0), Some(k));
         }
         assert_eq!(error_kind(0), None);
-        assert_eq!(error_kind(17), None);
+        assert_eq!(error_kind(21), None);
+        assert_eq!(error_code_name(17), "NOT_A_DMABUF");
+        assert_eq!(error_code_name(20), "TARGET_NOT_MAPPABLE");
         assert_eq!(error_code_name(6), "TOO_LARGE");
         assert_eq!(error_code_name(1), "BAD_FD");
         assert_eq!(error_code_name(16), "INTERNAL");
+        assert_eq!(error_code_name(21), "UNKNOWN(21)");
         assert_eq!(error_code_name(0), "UNKNOWN(0)");
         assert_eq!(error_code_name(99), "UNKNOWN(99)");
     }

@@ -426,6 +426,8 @@ fn copy_result(r: &LoadResult) -> Result<LoadResult> {
         totalNanos: r.totalNanos,
         checksumType: r.checksumType,
         checksum: r.checksum,
+        dataOffset: r.dataOffset,
+        pageSize: r.pageSize,
     })
 }
 

@@ -92,6 +92,12 @@ impl Buffer {
             BufferKind::DmaHeap => {
                 dma_heap::alloc(&config.dma_heap_dir, &heap.name, size).map_err(alloc_err)?
             }
+            BufferKind::DmaBuf => {
+                return Err(LoadError::msg(
+                    ErrorKind::Internal,
+                    "no heap allocates foreign dma-bufs",
+                ))
+            }
         };
         if heap.kind == BufferKind::DmaHeap {
             if let Err(e) = dmabuf::set_name(&fd, name) {
@@ -111,10 +117,17 @@ impl Buffer {
         ))
     }
 
+    /// A client's buffer (a load-into target, see `target.rs`) as the engine's destination:
+    /// `heap.kind` is `Memfd` (shmem pages: O_DIRECT, populate-ahead) or `DmaBuf` (a dma-buf
+    /// mapping: CPU copy only), `fd` our dup of it. Never `finish`ed: the client keeps it.
+    pub(crate) fn client_target(heap: HeapInfo, size: u64, fd: OwnedFd) -> Buffer {
+        Buffer { heap, size, fd }
+    }
+
     /// The memfd whose pages the mapping shows (memfd, udmabuf), if any.
     pub fn memfd(&self) -> Option<BorrowedFd<'_>> {
         use std::os::fd::AsFd;
-        (self.heap.kind != BufferKind::DmaHeap).then(|| self.fd.as_fd())
+        matches!(self.heap.kind, BufferKind::Memfd | BufferKind::Udmabuf).then(|| self.fd.as_fd())
     }
 
     /// DMA_BUF_IOCTL_SYNC around CPU writes into a dma-heap buffer (no-op for memfds; a
@@ -154,6 +167,10 @@ impl Buffer {
                 Ok(dmabuf) // the memfd (self.fd) closes here; the dma-buf holds the pages
             }
             BufferKind::DmaHeap => Ok(self.fd),
+            BufferKind::DmaBuf => Err(LoadError::msg(
+                ErrorKind::Internal,
+                "a client's dma-buf is never handed out as a new buffer",
+            )),
         }
     }
 }
