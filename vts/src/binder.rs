@@ -4,8 +4,10 @@
 //!
 //! Two implementations with the same surface: rsbinder on Linux (kernel binder through its
 //! service manager `rsb_hub`, or RPC binder over a unix socket), and AOSP's `binder` crate on
-//! Android (built by Soong with `vendor.dmabufloader-V1-rust`; kernel binder only, instances
-//! from `binder::get_declared_instances`).
+//! Android (built by Soong with `vendor.dmabufloader-V2-rust`, or -V1-rust for the v1 suite;
+//! kernel binder only, instances from `binder::get_declared_instances`). On the host the v1
+//! suite (package vts/v1, `cfg(aidl_v1)`) takes the bindings generated from the frozen
+//! aidl_api/vendor.dmabufloader/1.
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
@@ -76,7 +78,12 @@ mod imp {
 
     use super::{Failure, Target, DESCRIPTOR};
 
-    pub use dmabuf_loader_aidl::vendor::dmabufloader::{
+    #[cfg(not(aidl_v1))]
+    use dmabuf_loader_aidl as bindings;
+    #[cfg(aidl_v1)]
+    use dmabuf_loader_aidl::v1 as bindings;
+
+    pub use bindings::vendor::dmabufloader::{
         BufferKind::BufferKind,
         ChecksumType::ChecksumType,
         ErrorCode::ErrorCode,

@@ -18,7 +18,7 @@ use crate::binder::{
 use crate::os::{self, page_size, round_up_to_page, verify_fd_contents};
 use crate::{Env, Instance};
 
-type Loader = binder::Strong<dyn IDmabufLoader>;
+pub(crate) type Loader = binder::Strong<dyn IDmabufLoader>;
 pub type CaseFn = Arc<dyn Fn(&Instance, &Env) -> Result<()> + Send + Sync>;
 
 /// Longest wait for an async load to end.
@@ -173,19 +173,21 @@ pub fn all() -> Vec<(String, CaseFn)> {
         "endurance.1000_loads_no_fd_growth".into(),
         Arc::new(endurance),
     );
+    #[cfg(not(aidl_v1))]
+    v.extend(crate::load_into::all());
     v
 }
 
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-fn loader(inst: &Instance) -> Result<(Arc<binder::Connection>, Loader)> {
+pub(crate) fn loader(inst: &Instance) -> Result<(Arc<binder::Connection>, Loader)> {
     let c = inst.connection()?;
     let l = c.loader.clone();
     Ok((c, l))
 }
 
-fn open_ro(path: &Path) -> Result<ParcelFileDescriptor> {
+pub(crate) fn open_ro(path: &Path) -> Result<ParcelFileDescriptor> {
     let f = File::open(path).with_context(|| format!("open {}", path.display()))?;
     Ok(pfd(f))
 }
@@ -199,8 +201,8 @@ fn request(offset: i64, length: i64) -> LoadRequest {
 }
 
 /// The ErrorCode.aidl name of a code, for messages.
-fn ec_name(code: i32) -> String {
-    const NAMES: [&str; 16] = [
+pub(crate) fn ec_name(code: i32) -> String {
+    const NAMES: [&str; 20] = [
         "BAD_FD",
         "PATH_ONLY_FD",
         "NOT_READABLE",
@@ -217,6 +219,10 @@ fn ec_name(code: i32) -> String {
         "PERMISSION_DENIED",
         "INVALID_ARGUMENT",
         "INTERNAL",
+        "NOT_A_DMABUF",
+        "TARGET_TOO_SMALL",
+        "TARGET_NOT_WRITABLE",
+        "TARGET_NOT_MAPPABLE",
     ];
     usize::try_from(code - 1)
         .ok()
@@ -232,7 +238,7 @@ fn buffer_size_ok(data: u64, size: u64) -> bool {
 }
 
 /// The call must fail with ServiceSpecificException(`want`).
-fn expect_code<T: std::fmt::Debug>(
+pub(crate) fn expect_code<T: std::fmt::Debug>(
     res: BinderResult<T>,
     want: ErrorCode,
     what: &str,
@@ -267,7 +273,7 @@ impl std::fmt::Display for Busy {
 
 impl std::error::Error for Busy {}
 
-fn call<T>(res: BinderResult<T>, what: &str) -> Result<T> {
+pub(crate) fn call<T>(res: BinderResult<T>, what: &str) -> Result<T> {
     res.map_err(|s| match classify(&s) {
         Failure::ServiceSpecific(c, m) if c == ErrorCode::BUSY.0 => {
             anyhow::Error::new(Busy(m)).context(what.to_string())
@@ -277,7 +283,7 @@ fn call<T>(res: BinderResult<T>, what: &str) -> Result<T> {
     })
 }
 
-fn heaps(l: &Loader) -> Result<Vec<HeapInfo>> {
+pub(crate) fn heaps(l: &Loader) -> Result<Vec<HeapInfo>> {
     let h = call(l.getHeaps(), "getHeaps")?;
     ensure!(!h.is_empty(), "getHeaps returned no heap");
     Ok(h)
@@ -410,7 +416,7 @@ fn check_result(
 }
 
 /// A LoadResult whose buffer is a dup we own (a callback only borrows its argument).
-fn copy_result(r: &LoadResult) -> Result<LoadResult> {
+pub(crate) fn copy_result(r: &LoadResult) -> Result<LoadResult> {
     Ok(LoadResult {
         buffer: match &r.buffer {
             Some(b) => Some(pfd(binder::dup(b)?)),
@@ -614,34 +620,64 @@ fn load_and_check(
 // ---------------------------------------------------------------------------------------------
 // interface
 
+/// The hash frozen in aidl_api/vendor.dmabufloader/<version>/.hash at build time.
+fn frozen_hash(version: i32) -> Option<&'static str> {
+    match version {
+        1 => option_env!("VTS_FROZEN_AIDL_HASH_1"),
+        2 => option_env!("VTS_FROZEN_AIDL_HASH_2"),
+        _ => None,
+    }
+}
+
+/// The instance's interface version (a v2 suite runs against v1 instances too, skipping the
+/// v2 cases).
+pub(crate) fn remote_version(l: &Loader) -> Result<i32> {
+    call(l.getInterfaceVersion(), "getInterfaceVersion")
+}
+
 fn interface_version(inst: &Instance) -> Result<()> {
     let (_c, l) = loader(inst)?;
-    let v = call(l.getInterfaceVersion(), "getInterfaceVersion")?;
+    let v = remote_version(&l)?;
     ensure!(
-        binder::compiled_version() == 1,
-        "this suite was built against version {}",
+        v >= 1,
+        "getInterfaceVersion = {v}: frozen versions start at 1"
+    );
+    if frozen_hash(1).is_some() {
+        ensure!(
+            frozen_hash(binder::compiled_version()).is_some(),
+            "this suite was built against version {}, which is not frozen in aidl_api/",
+            binder::compiled_version()
+        );
+    }
+    eprintln!(
+        "note: instance reports version {v}; this suite was built against version {}",
         binder::compiled_version()
     );
-    ensure!(v == 1, "getInterfaceVersion = {v}, expected 1");
     Ok(())
 }
 
 fn interface_hash(inst: &Instance) -> Result<()> {
     let (_c, l) = loader(inst)?;
     let h = call(l.getInterfaceHash(), "getInterfaceHash")?;
+    let v = remote_version(&l)?;
     ensure!(!h.is_empty(), "getInterfaceHash is empty");
-    ensure!(
-        h == binder::compiled_hash(),
-        "getInterfaceHash {h:?} != the hash of the bindings {:?}",
-        binder::compiled_hash()
-    );
-    if let Some(frozen) = option_env!("VTS_FROZEN_AIDL_HASH") {
+    if v == binder::compiled_version() {
         ensure!(
-            h == frozen,
-            "getInterfaceHash {h:?} != frozen aidl_api/vendor.dmabufloader/1/.hash {frozen:?}"
+            h == binder::compiled_hash(),
+            "getInterfaceHash {h:?} != the hash of the bindings {:?} (same version {v})",
+            binder::compiled_hash()
         );
-    } else {
-        eprintln!("note: no frozen aidl_api/vendor.dmabufloader/1/.hash at build time; compared with the bindings' HASH {h:?}");
+    }
+    // A frozen version's hash is fixed forever: the service must report the one of the version
+    // it claims (a v2 service to a v1 client: the v2 hash; the client compares versions).
+    match frozen_hash(v) {
+        Some(frozen) => ensure!(
+            h == frozen,
+            "getInterfaceHash {h:?} != frozen aidl_api/vendor.dmabufloader/{v}/.hash {frozen:?}"
+        ),
+        None => eprintln!(
+            "note: version {v} has no frozen aidl_api/vendor.dmabufloader/{v}/.hash at build time; hash {h:?} not checked"
+        ),
     }
     Ok(())
 }
