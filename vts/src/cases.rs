@@ -432,7 +432,9 @@ pub(crate) fn copy_result(r: &LoadResult) -> Result<LoadResult> {
         totalNanos: r.totalNanos,
         checksumType: r.checksumType,
         checksum: r.checksum,
+        #[cfg(not(aidl_v1))]
         dataOffset: r.dataOffset,
+        #[cfg(not(aidl_v1))]
         pageSize: r.pageSize,
     })
 }
