@@ -102,6 +102,40 @@ pub fn verify(
     result
 }
 
+/// Maps the whole `target` read-only and checks its bytes `at..at + len` equal
+/// `file[offset..offset + len]` (a loadInto target: the rest is the caller's).
+pub fn verify_range(
+    target: BorrowedFd<'_>,
+    size: u64,
+    at: u64,
+    len: u64,
+    file: &File,
+    offset: u64,
+) -> Result<Verified> {
+    if len == 0 {
+        return Ok(Verified {
+            data_len: 0,
+            padding: 0,
+            xxh3: xxhash_rust::xxh3::xxh3_64(&[]),
+        });
+    }
+    let is_dmabuf = dmabuf_exporter(target)?.is_some();
+    let map = ReadMapping::new(target, size as usize)?;
+    if is_dmabuf {
+        sync(target, DMA_BUF_SYNC_START | DMA_BUF_SYNC_READ).context("DMA_BUF_IOCTL_SYNC start")?;
+    }
+    let result = compare(
+        &map.bytes()[at as usize..(at + len) as usize],
+        len as usize,
+        file,
+        offset,
+    );
+    if is_dmabuf {
+        sync(target, DMA_BUF_SYNC_END | DMA_BUF_SYNC_READ).context("DMA_BUF_IOCTL_SYNC end")?;
+    }
+    result
+}
+
 fn compare(mem: &[u8], data_len: usize, file: &File, offset: u64) -> Result<Verified> {
     const CHUNK: usize = 4 << 20;
     let mut buf = vec![0u8; CHUNK.min(data_len.max(1))];
