@@ -257,6 +257,12 @@ pub struct BenchArgs {
     /// Calls per contender for --latency.
     #[arg(long, default_value_t = 2000)]
     pub iterations: u32,
+    /// Loads into a reused client buffer from HEAP (v2 loadInto) vs fresh-buffer loads.
+    #[arg(long, value_name = "HEAP")]
+    pub into: Option<String>,
+    /// With --into: the service's pid, to report its CPU time and page faults too.
+    #[arg(long, value_name = "PID")]
+    pub service_pid: Option<u32>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -309,7 +315,21 @@ pub fn run(cli: Cli) -> Result<i32> {
             } else {
                 Box::new(std::io::stderr())
             };
-            if a.latency {
+            if let Some(heap) = &a.into {
+                let r = crate::bench_into::into(
+                    &session,
+                    &a.file,
+                    heap,
+                    a.rounds,
+                    a.service_pid,
+                    &mut *log,
+                )?;
+                if a.json {
+                    writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
+                } else {
+                    r.print(&mut out)?;
+                }
+            } else if a.latency {
                 let r = bench::latency(&session, &a.file, a.iterations)?;
                 if a.json {
                     writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
