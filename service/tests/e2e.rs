@@ -442,7 +442,7 @@ fn heaps_info_version_hash() -> Result<()> {
     ensure!(!info.kernelRelease.is_empty(), "kernel release");
     let v = code(c.service.getInterfaceVersion()).map_err(|e| anyhow!("{e:?}"))?;
     let h = code(c.service.getInterfaceHash()).map_err(|e| anyhow!("{e:?}"))?;
-    ensure!(v == 1 && v == iface::VERSION, "version {v}");
+    ensure!(v == 2 && v == iface::VERSION, "version {v}");
     ensure!(h == iface::HASH && h.len() == 40, "hash {h}");
     Ok(())
 }
