@@ -11,7 +11,9 @@
 //!   `lseek(SEEK_END)`, which for a dma-buf does not move the shared file position) or, on a
 //!   machine without any dma-buf source, a memfd (`/memfd:` name and F_GET_SEALS works; its
 //!   size from fstat, because lseek would move the position the client shares with us), not
-//!   sealed against writes;
+//!   sealed against writes, and sealed against shrinking (F_SEAL_SHRINK, as udmabuf requires:
+//!   a client truncating it during the load would otherwise make the service's own CPU
+//!   accesses to the mapping fault with SIGBUS);
 //! - `offset + length` inside it.
 //!
 //! It is never reopened (a /proc/self/fd reopen would give the service its own rights to the
@@ -81,6 +83,11 @@ pub enum TargetError {
     MemfdOnDmabufMachine,
     #[error("the target memfd is sealed against writing (F_SEAL_WRITE / F_SEAL_FUTURE_WRITE)")]
     Sealed,
+    #[error(
+        "the target memfd is not sealed against shrinking (F_SEAL_SHRINK): its owner could \
+         truncate it under the service"
+    )]
+    NotSealedShrink,
     #[error("the target is too small for the range at that offset")]
     TooSmall,
     #[error("the kernel refused a writable mapping of the target")]
@@ -95,7 +102,7 @@ impl TargetError {
         match self {
             Closed => ErrorKind::BadFd,
             PathOnly | ReadOnly | WriteOnly | Sealed | MapDenied => ErrorKind::TargetNotWritable,
-            IsSource => ErrorKind::InvalidArgument,
+            IsSource | NotSealedShrink => ErrorKind::InvalidArgument,
             NotDmabuf | MemfdOnDmabufMachine => ErrorKind::NotADmabuf,
             TooSmall => ErrorKind::TargetTooSmall,
             Unmappable => ErrorKind::TargetNotMappable,
@@ -265,6 +272,12 @@ pub(crate) fn validate(
                 format!("target fd {raw} ({link}), seals {seals:#x}"),
             ));
         }
+        if seals & libc::F_SEAL_SHRINK == 0 {
+            return Err(refuse(
+                TargetError::NotSealedShrink,
+                format!("target fd {raw} ({link}), seals {seals:#x}"),
+            ));
+        }
         (
             BufferKind::Memfd,
             buffer::MEMFD.to_string(),
@@ -287,7 +300,8 @@ pub(crate) fn validate(
     } else {
         let n = usize::try_from(len)
             .map_err(|_| LoadError::msg(ErrorKind::TooLarge, "range exceeds address space"))?;
-        match Mapping::shared_rw_window(&fd, offset, n) {
+        // A hugetlb memfd maps only in whole huge pages (its st_blksize).
+        match Mapping::shared_rw_window(&fd, offset, n, page_size as usize) {
             Ok(m) => Some(m),
             Err(e @ (Errno::EACCES | Errno::EPERM)) => {
                 return Err(refuse(

@@ -337,6 +337,18 @@ fn bad_targets_each_get_their_own_error_and_cost_nothing() {
     assert_eq!(target_error(&e), TargetError::Sealed);
     assert_eq!(e.kind, ErrorKind::TargetNotWritable);
 
+    // A memfd its owner could still truncate under the service (no F_SEAL_SHRINK).
+    let unsealed: OwnedFd = nix::sys::memfd::memfd_create(
+        c"unsealed",
+        nix::sys::memfd::MFdFlags::MFD_CLOEXEC | nix::sys::memfd::MFdFlags::MFD_ALLOW_SEALING,
+    )
+    .unwrap();
+    nix::unistd::ftruncate(&unsealed, len as i64).unwrap();
+    let e = expect_into_err(&loader, &src, &req, &unsealed, 0);
+    assert_eq!(target_error(&e), TargetError::NotSealedShrink, "{e:#}");
+    assert_eq!(e.kind, ErrorKind::InvalidArgument);
+    drop(unsealed);
+
     // A closed fd: a number that is not open. Not the lowest free one: the loader's own dup of
     // the source would take that number before the target is looked at.
     let closed = 4000;

@@ -13,13 +13,15 @@ use nix::sys::mman::{mmap, mmap_anonymous, munmap, MapFlags, MmapAdvise, ProtFla
 ///
 /// A mapping made by [`Mapping::shared_rw_window`] shows only a byte range of the file that
 /// need not start or end on a page: `as_ptr`/`len`/the slices are that window, while the
-/// kernel mapping around it covers whole pages (`head` bytes before it).
+/// kernel mapping around it covers whole pages (`head` bytes before it, `tail` after).
 #[derive(Debug)]
 pub struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
     /// Bytes of the kernel mapping before `ptr` (0 unless a window).
     head: usize,
+    /// Bytes of the kernel mapping after the window (0 unless a window).
+    tail: usize,
 }
 
 fn page_size() -> usize {
@@ -57,16 +59,27 @@ impl Mapping {
             ptr: ptr.cast(),
             len,
             head: 0,
+            tail: 0,
         })
     }
 
     /// Maps the bytes `offset..offset + len` of `fd`, shared and writable: the kernel maps the
     /// whole pages around them, the returned mapping shows exactly that window. A write
     /// through it cannot reach a byte of the file outside the window (the slices end there).
-    /// Returns the raw errno on failure, so a caller can tell EACCES/EPERM (not writable)
-    /// from ENODEV/EINVAL (the file's driver refuses mmap).
-    pub fn shared_rw_window(fd: impl AsFd, offset: u64, len: usize) -> nix::Result<Self> {
-        let page = page_size();
+    /// `align` is the file's page size when it is larger than the base page (a hugetlb
+    /// memfd maps and unmaps only in whole huge pages). Returns the raw errno on failure, so a
+    /// caller can tell EACCES/EPERM (not writable) from ENODEV/EINVAL (the file's driver
+    /// refuses mmap).
+    pub fn shared_rw_window(
+        fd: impl AsFd,
+        offset: u64,
+        len: usize,
+        align: usize,
+    ) -> nix::Result<Self> {
+        let page = page_size().max(align);
+        if !page.is_power_of_two() {
+            return Err(nix::errno::Errno::EINVAL);
+        }
         let head = (offset % page as u64) as usize;
         let start = offset - head as u64;
         let map_len = (head + len).next_multiple_of(page);
@@ -86,7 +99,12 @@ impl Mapping {
         }?;
         // SAFETY: `head < page <= map_len`, so the window start lies inside the new mapping.
         let ptr = unsafe { NonNull::new_unchecked(base.as_ptr().cast::<u8>().add(head)) };
-        Ok(Self { ptr, len, head })
+        Ok(Self {
+            ptr,
+            len,
+            head,
+            tail: map_len - head - len,
+        })
     }
 
     /// Maps `len` bytes of `fd` from offset 0, shared and read-only (to inspect a result).
@@ -99,6 +117,7 @@ impl Mapping {
             ptr: ptr.cast(),
             len,
             head: 0,
+            tail: 0,
         })
     }
 
@@ -119,6 +138,7 @@ impl Mapping {
             ptr: ptr.cast(),
             len,
             head: 0,
+            tail: 0,
         })
     }
 
@@ -187,9 +207,9 @@ impl Mapping {
         self.ptr.as_ptr().wrapping_sub(self.head)
     }
 
-    /// Length of the kernel mapping (munmap rounds it up to whole pages).
+    /// Length of the kernel mapping.
     fn map_len(&self) -> usize {
-        self.head + self.len
+        self.head + self.len + self.tail
     }
 }
 
