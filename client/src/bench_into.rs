@@ -104,7 +104,7 @@ pub fn into(
         .context("probing this machine's buffer sources")?;
     let target_size = size.div_ceil(4096).max(1) * 4096;
     let alloc = || -> Result<OwnedFd> {
-        core.allocate(Some(heap), target_size)
+        core.allocate_target(heap, target_size)
             .map(|(fd, _)| fd)
             .map_err(|e| {
                 anyhow::anyhow!("allocating a {target_size}-byte target from {heap:?}: {e}")

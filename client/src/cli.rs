@@ -141,7 +141,7 @@ fn load_into(session: &Session, a: &LoadArgs, spec: &str) -> Result<i32> {
         .context("probing this machine's buffer sources")?;
     let alloc_started = Instant::now();
     let (target, info) = core
-        .allocate(Some(&heap), size)
+        .allocate_target(&heap, size)
         .map_err(|e| anyhow::anyhow!("allocating the {size}-byte target from {heap:?}: {e}"))?;
     let alloc_ms = alloc_started.elapsed().as_secs_f64() * 1e3;
     let req = LoadRequest {

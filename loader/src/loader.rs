@@ -331,16 +331,16 @@ impl Loader {
         self.run_into(p, ctl)
     }
 
-    /// Allocates an empty buffer of `size` bytes from `heap` (`None` = the default) the way a
-    /// client allocates its own: for callers that bring their own target to
+    /// Allocates an empty, finished buffer of `size` bytes from `heap` ("" = the default) the
+    /// way a client allocates its own: for callers that bring their own target to
     /// [`load_into`](Self::load_into) (the client's `load --into`, its bench, tests). A dma-buf
-    /// unless the heap is `memfd`.
-    pub fn allocate(
+    /// unless the heap is `memfd` (then sealed against shrinking and growing, as targets must).
+    pub fn allocate_target(
         &self,
-        heap: Option<&str>,
+        heap: &str,
         size: u64,
     ) -> Result<(std::os::fd::OwnedFd, HeapInfo)> {
-        let heap = self.resolve_heap(heap)?.clone();
+        let heap = self.resolve_heap(Some(heap))?.clone();
         if !self.fits(&heap, size) {
             return Err(LoadError::msg(
                 ErrorKind::TooLarge,

@@ -69,7 +69,7 @@ fn memfd_target(loader: &Loader, size: u64) -> OwnedFd {
         "this machine has dma-buf sources: memfd targets are refused here; these tests are for \
          hosts without dma-bufs (the VM rig covers dma-buf targets)"
     );
-    let (fd, heap) = loader.allocate(Some("memfd"), size).unwrap();
+    let (fd, heap) = loader.allocate_target("memfd", size).unwrap();
     assert_eq!(heap.kind, BufferKind::Memfd);
     File::from(fd.try_clone().unwrap())
         .write_all_at(&vec![FILL; size as usize], 0)

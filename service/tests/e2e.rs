@@ -834,7 +834,7 @@ fn child_client(socket: &str, file: &str, mode: &str) -> Result<()> {
         let core = dmabuf_loader::Loader::new(dmabuf_loader::Config::default())?;
         let size = f.metadata()?.len().div_ceil(4096) * 4096;
         let (target, _) = core
-            .allocate(Some("memfd"), size)
+            .allocate_target("memfd", size)
             .map_err(|e| anyhow!("{e}"))?;
         let (cb, _rx) = callback();
         code(
