@@ -20,7 +20,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use dmabuf_loader_service::compat::aidl::LoadRequest::LoadRequest;
+use dmabuf_loader_binder::aidl::LoadRequest::LoadRequest;
 use serde::Serialize;
 
 use crate::session::Session;
@@ -175,7 +175,7 @@ pub fn into(
                 a.service.0 += s1.0.saturating_sub(s0.0);
                 a.service.1 += s1.1.saturating_sub(s0.1);
             }
-            a.io_path = dmabuf_loader_service::convert::io_path_name(r.ioPath);
+            a.io_path = dmabuf_loader_binder::io_path_name(r.ioPath);
             writeln!(
                 log,
                 "round {round}: {:<18} {:8.2} ms",

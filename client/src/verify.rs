@@ -2,17 +2,11 @@
 //! exactly the file's bytes (read-only mapping compared with the file, padding zero).
 
 use std::fs::File;
-use std::num::NonZeroUsize;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
-use std::ptr::NonNull;
 
 use anyhow::{bail, Context, Result};
-use dmabuf_loader::sys::dmabuf::{sync, DMA_BUF_SYNC_END, DMA_BUF_SYNC_START};
-use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
-
-/// DMA_BUF_SYNC_READ (uapi/linux/dma-buf.h).
-const DMA_BUF_SYNC_READ: u64 = 1;
+use dmabuf_loader::{begin_cpu_read, end_cpu_read, BufferView};
 
 /// The dma-buf exporter of `fd` ("system", "udmabuf"...), from /proc/self/fdinfo; `None`
 /// when the fd is not a dma-buf.
@@ -23,37 +17,6 @@ pub fn dmabuf_exporter(fd: BorrowedFd<'_>) -> Result<Option<String>> {
         .lines()
         .find_map(|l| l.strip_prefix("exp_name:"))
         .map(|v| v.trim().to_string()))
-}
-
-/// A read-only shared mapping, unmapped on drop.
-struct ReadMapping {
-    ptr: NonNull<std::ffi::c_void>,
-    len: usize,
-}
-
-impl ReadMapping {
-    fn new(fd: BorrowedFd<'_>, len: usize) -> Result<Self> {
-        let nz = NonZeroUsize::new(len).context("cannot map 0 bytes")?;
-        // SAFETY: a fresh mapping at a kernel-chosen address aliases no Rust object; the
-        // mapping holds its own reference to the file.
-        let ptr = unsafe { mmap(None, nz, ProtFlags::PROT_READ, MapFlags::MAP_SHARED, fd, 0) }
-            .with_context(|| format!("mmap(PROT_READ, MAP_SHARED, {len} bytes) of the buffer"))?;
-        Ok(ReadMapping { ptr, len })
-    }
-
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: `ptr` maps `len` readable bytes for as long as `self` lives.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<u8>(), self.len) }
-    }
-}
-
-impl Drop for ReadMapping {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the region mapped in `new`; no slice of it outlives `self`.
-        if let Err(e) = unsafe { munmap(self.ptr, self.len) } {
-            log::warn!("munmap of the verified buffer failed: {e}");
-        }
-    }
 }
 
 /// What `verify` found.
@@ -77,7 +40,7 @@ pub fn verify(
     if data_len > buffer_size {
         bail!("the service reported {data_len} data bytes in a {buffer_size}-byte buffer");
     }
-    let actual = nix::sys::stat::fstat(buffer.as_fd())
+    let actual = nix::sys::stat::fstat(buffer.as_raw_fd())
         .context("fstat of the buffer")?
         .st_size as u64;
     if actual != 0 && actual < buffer_size {
@@ -87,17 +50,18 @@ pub fn verify(
         return Ok(Verified {
             data_len: 0,
             padding: 0,
-            xxh3: xxhash_rust::xxh3::xxh3_64(&[]),
+            xxh3: twox_hash::XxHash3_64::oneshot(&[]),
         });
     }
     let is_dmabuf = dmabuf_exporter(buffer)?.is_some();
-    let map = ReadMapping::new(buffer, buffer_size as usize)?;
+    let map =
+        BufferView::map(buffer, buffer_size as usize).context("mapping the buffer read-only")?;
     if is_dmabuf {
-        sync(buffer, DMA_BUF_SYNC_START | DMA_BUF_SYNC_READ).context("DMA_BUF_IOCTL_SYNC start")?;
+        begin_cpu_read(buffer)?;
     }
-    let result = compare(map.bytes(), data_len as usize, file, offset);
+    let result = compare(map.as_slice(), data_len as usize, file, offset);
     if is_dmabuf {
-        sync(buffer, DMA_BUF_SYNC_END | DMA_BUF_SYNC_READ).context("DMA_BUF_IOCTL_SYNC end")?;
+        end_cpu_read(buffer)?;
     }
     result
 }
@@ -116,22 +80,22 @@ pub fn verify_range(
         return Ok(Verified {
             data_len: 0,
             padding: 0,
-            xxh3: xxhash_rust::xxh3::xxh3_64(&[]),
+            xxh3: twox_hash::XxHash3_64::oneshot(&[]),
         });
     }
     let is_dmabuf = dmabuf_exporter(target)?.is_some();
-    let map = ReadMapping::new(target, size as usize)?;
+    let map = BufferView::map(target, size as usize).context("mapping the target read-only")?;
     if is_dmabuf {
-        sync(target, DMA_BUF_SYNC_START | DMA_BUF_SYNC_READ).context("DMA_BUF_IOCTL_SYNC start")?;
+        begin_cpu_read(target)?;
     }
     let result = compare(
-        &map.bytes()[at as usize..(at + len) as usize],
+        &map.as_slice()[at as usize..(at + len) as usize],
         len as usize,
         file,
         offset,
     );
     if is_dmabuf {
-        sync(target, DMA_BUF_SYNC_END | DMA_BUF_SYNC_READ).context("DMA_BUF_IOCTL_SYNC end")?;
+        end_cpu_read(target)?;
     }
     result
 }
@@ -166,7 +130,7 @@ fn compare(mem: &[u8], data_len: usize, file: &File, offset: u64) -> Result<Veri
     Ok(Verified {
         data_len: data_len as u64,
         padding: padding.len() as u64,
-        xxh3: xxhash_rust::xxh3::xxh3_64(&mem[..data_len]),
+        xxh3: twox_hash::XxHash3_64::oneshot(&mem[..data_len]),
     })
 }
 
@@ -174,11 +138,14 @@ fn compare(mem: &[u8], data_len: usize, file: &File, offset: u64) -> Result<Veri
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::os::fd::AsFd;
 
     fn memfd_with(bytes: &[u8], size: u64) -> File {
-        let fd =
-            nix::sys::memfd::memfd_create("verify-test", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-                .unwrap();
+        let fd = nix::sys::memfd::memfd_create(
+            c"verify-test",
+            nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
+        )
+        .unwrap();
         let mut f = File::from(fd);
         f.write_all(bytes).unwrap();
         f.set_len(size).unwrap();
@@ -192,7 +159,7 @@ mod tests {
         let buf = memfd_with(b"3456789", 4096);
         let v = verify(buf.as_fd(), 4096, 7, &src, 3).unwrap();
         assert_eq!((v.data_len, v.padding), (7, 4089));
-        assert_eq!(v.xxh3, xxhash_rust::xxh3::xxh3_64(b"3456789"));
+        assert_eq!(v.xxh3, twox_hash::XxHash3_64::oneshot(b"3456789"));
         assert_eq!(
             dmabuf_exporter(buf.as_fd()).unwrap(),
             None,

@@ -187,7 +187,7 @@ pub(crate) fn validate(
     policy: &Policy<'_>,
 ) -> Result<Target> {
     let raw = fd.as_raw_fd();
-    let flags = match fcntl(fd, FcntlArg::F_GETFL) {
+    let flags = match fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL) {
         Ok(f) => OFlag::from_bits_retain(f),
         Err(Errno::EBADF) => return Err(refuse(TargetError::Closed, format!("target fd {raw}"))),
         Err(e) => {
@@ -212,7 +212,7 @@ pub(crate) fn validate(
             anyhow!("dup of the target fd {raw}: {e}"),
         )
     })?;
-    let st = fstat(&fd).map_err(|e| {
+    let st = fstat(fd.as_raw_fd()).map_err(|e| {
         LoadError::new(
             ErrorKind::BadFd,
             anyhow!("fstat of the target fd {raw}: {e}"),
@@ -229,7 +229,7 @@ pub(crate) fn validate(
         .unwrap_or_default();
     let (kind, exporter, size, page_size) = if let Some(exp) = exporter_name(fd.as_fd()) {
         // dma_buf_llseek answers SEEK_END with the buffer size and leaves f_pos alone.
-        let size = lseek(&fd, 0, Whence::SeekEnd).map_err(|e| {
+        let size = lseek(fd.as_raw_fd(), 0, Whence::SeekEnd).map_err(|e| {
             LoadError::new(
                 ErrorKind::BadFd,
                 anyhow!("lseek(SEEK_END) on the target dma-buf ({exp}): {e}"),
@@ -245,7 +245,7 @@ pub(crate) fn validate(
         (kind, exp, size, 0)
     } else {
         let what = describe(st.st_mode, &link);
-        let seals = fcntl(&fd, FcntlArg::F_GET_SEALS);
+        let seals = fcntl(fd.as_raw_fd(), FcntlArg::F_GET_SEALS);
         if !(link.starts_with("/memfd:") && seals.is_ok()) {
             return Err(refuse(
                 TargetError::NotDmabuf,
@@ -434,6 +434,11 @@ pub(crate) fn run(
                     },
                     is_dmabuf: target.is_dmabuf(),
                     direct_io: !target.is_dmabuf(),
+                    page_sizes: if target.is_dmabuf() {
+                        Vec::new()
+                    } else {
+                        vec![target.page_size]
+                    },
                 },
                 target.len,
                 target.fd.try_clone().map_err(|e| {
@@ -457,10 +462,9 @@ pub(crate) fn run(
             }
             let checksum = match req.checksum {
                 ChecksumType::None => None,
-                ChecksumType::Xxh3_64 => Some((
-                    ChecksumType::Xxh3_64,
-                    xxhash_rust::xxh3::xxh3_64(map.as_slice()),
-                )),
+                ChecksumType::Xxh3_64 => {
+                    Some((ChecksumType::Xxh3_64, engine::xxh3_64(map.as_slice())))
+                }
             };
             drop(map);
             cpu.end()?;

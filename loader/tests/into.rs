@@ -134,7 +134,7 @@ fn check_into(
     assert_eq!(r.page_size, 4096);
     assert_eq!(
         r.checksum,
-        Some((ChecksumType::Xxh3_64, xxhash_rust::xxh3::xxh3_64(want)))
+        Some((ChecksumType::Xxh3_64, twox_hash::XxHash3_64::oneshot(want)))
     );
     r
 }
@@ -329,7 +329,7 @@ fn bad_targets_each_get_their_own_error_and_cost_nothing() {
     // Sealed against writes: O_RDWR, but the kernel would refuse the writable mapping.
     let sealed = memfd_target(&loader, len);
     nix::fcntl::fcntl(
-        &sealed,
+        sealed.as_raw_fd(),
         nix::fcntl::FcntlArg::F_ADD_SEALS(nix::fcntl::SealFlag::F_SEAL_WRITE),
     )
     .unwrap();
@@ -340,7 +340,8 @@ fn bad_targets_each_get_their_own_error_and_cost_nothing() {
     // A memfd its owner could still truncate under the service (no F_SEAL_SHRINK).
     let unsealed: OwnedFd = nix::sys::memfd::memfd_create(
         c"unsealed",
-        nix::sys::memfd::MFdFlags::MFD_CLOEXEC | nix::sys::memfd::MFdFlags::MFD_ALLOW_SEALING,
+        nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC
+            | nix::sys::memfd::MemFdCreateFlag::MFD_ALLOW_SEALING,
     )
     .unwrap();
     nix::unistd::ftruncate(&unsealed, len as i64).unwrap();
@@ -354,8 +355,8 @@ fn bad_targets_each_get_their_own_error_and_cost_nothing() {
     let closed = 4000;
     assert_eq!(
         nix::fcntl::fcntl(
-            // SAFETY: only asks fcntl about a number; nothing is closed or read through it.
-            unsafe { std::os::fd::BorrowedFd::borrow_raw(closed) },
+            // Only asks fcntl about a number; nothing is closed or read through it.
+            closed,
             nix::fcntl::FcntlArg::F_GETFL
         ),
         Err(nix::errno::Errno::EBADF)

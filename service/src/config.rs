@@ -167,11 +167,9 @@ pub fn load(flags: ConfigOverrides, file: Option<&PathBuf>) -> Result<ServiceCon
     flags.over(from_file).resolve()
 }
 
-/// "4G", "512MiB", "4096" -> bytes.
+/// "4G", "512MiB", "4096" -> bytes ([`dmabuf_loader::size`], binary units).
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    parse_size::Config::new()
-        .with_binary()
-        .parse_size(s)
+    dmabuf_loader::size::parse(s)
         .map_err(|e| format!("{s:?} is not a size ({e}); use e.g. 4096, 64M, 2G"))
 }
 
@@ -190,7 +188,7 @@ fn de_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Er
 }
 
 fn mem_total_bytes() -> Option<u64> {
-    dmabuf_loader::buffer::memory::meminfo_bytes("MemTotal").ok()
+    dmabuf_loader::meminfo_bytes("MemTotal").ok()
 }
 
 #[cfg(test)]
@@ -203,6 +201,7 @@ mod tests {
         assert_eq!(parse_bytes("64M"), Ok(64 << 20));
         assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
         assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("-1G").unwrap_err().contains("negative"));
     }
 
     #[test]

@@ -20,17 +20,15 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use dmabuf_loader_service::compat::aidl::ChecksumType::ChecksumType;
-use dmabuf_loader_service::compat::aidl::IDmabufLoader::{self as iface, IDmabufLoader};
-use dmabuf_loader_service::compat::aidl::ILoadCallback::{BnLoadCallback, ILoadCallback};
-use dmabuf_loader_service::compat::aidl::LoadRequest::LoadRequest;
-use dmabuf_loader_service::compat::aidl::LoadResult::LoadResult;
-use dmabuf_loader_service::compat::{
-    self, borrow_pfd, BinderResult, Connection, Interface, ParcelFileDescriptor, Strong,
+use dmabuf_loader_binder::aidl::ChecksumType::ChecksumType;
+use dmabuf_loader_binder::aidl::IDmabufLoader::{self as iface, IDmabufLoader};
+use dmabuf_loader_binder::aidl::ILoadCallback::{BnLoadCallback, ILoadCallback};
+use dmabuf_loader_binder::aidl::LoadRequest::LoadRequest;
+use dmabuf_loader_binder::aidl::LoadResult::LoadResult;
+use dmabuf_loader_binder::{
+    self as binder, borrow_pfd, clone_result, error_code_name, BinderResult, Connection, Interface,
+    ParcelFileDescriptor, Strong, Transport, SERVICE_NAME,
 };
-use dmabuf_loader_service::convert::clone_result;
-use dmabuf_loader_service::error::error_code_name;
-use dmabuf_loader_service::{transport, Transport};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 const MIB: u64 = 1 << 20;
@@ -92,10 +90,11 @@ impl Service {
     }
 
     fn connect_n(&self, connections: u32) -> Result<Connection<dyn IDmabufLoader>> {
-        transport::connect(
+        binder::connect(
             &Transport::Unix {
                 path: self.socket.clone(),
             },
+            SERVICE_NAME,
             connections,
         )
     }
@@ -202,7 +201,7 @@ fn big_file(size: u64) -> Result<PathBuf> {
 fn drop_cache(p: &Path) -> Result<()> {
     let f = File::open(p)?;
     nix::fcntl::posix_fadvise(
-        f.as_fd(),
+        f.as_raw_fd(),
         0,
         0,
         nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
@@ -218,8 +217,8 @@ fn pfd(f: &impl AsFd) -> Result<ParcelFileDescriptor> {
 fn code<T>(r: BinderResult<T>) -> std::result::Result<T, (i32, String)> {
     r.map_err(|s| {
         (
-            compat::service_specific_code(&s).unwrap_or(i32::MIN),
-            compat::status_message(&s),
+            binder::service_specific_code(&s).unwrap_or(i32::MIN),
+            binder::status_message(&s),
         )
     })
 }
@@ -315,7 +314,7 @@ impl ILoadCallback for Cb {
 fn callback() -> (Strong<dyn ILoadCallback>, mpsc::Receiver<Ev>) {
     let (tx, rx) = mpsc::channel();
     (
-        dmabuf_loader_service::new_binder!(BnLoadCallback, Cb(Mutex::new(tx))),
+        dmabuf_loader_binder::new_binder!(BnLoadCallback, Cb(Mutex::new(tx))),
         rx,
     )
 }
@@ -389,7 +388,7 @@ fn load_range_checksum_and_read_only() -> Result<()> {
     );
     ensure!(r.checksumType == ChecksumType::XXH3_64, "checksum type");
     ensure!(
-        r.checksum as u64 == xxhash_rust::xxh3::xxh3_64(want),
+        r.checksum as u64 == twox_hash::XxHash3_64::oneshot(want),
         "checksum mismatch"
     );
     ensure!(
@@ -400,7 +399,7 @@ fn load_range_checksum_and_read_only() -> Result<()> {
     );
     let fd = result_fd(&r)?;
     check_buffer(&fd, want)?;
-    let fl = nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_GETFL)?;
+    let fl = nix::fcntl::fcntl(fd.as_fd().as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)?;
     ensure!(
         fl & libc::O_ACCMODE == libc::O_RDONLY,
         "read-only buffer fd is writable"
@@ -772,7 +771,7 @@ fn async_progress_then_complete() -> Result<()> {
     let mut want = vec![0u8; 200 * MIB as usize];
     File::open(&big)?.read_exact_at(&mut want, 3)?;
     ensure!(
-        r.checksum as u64 == xxhash_rust::xxh3::xxh3_64(&want),
+        r.checksum as u64 == twox_hash::XxHash3_64::oneshot(&want),
         "checksum"
     );
     check_buffer(&result_fd(&r)?, &want)?;
@@ -821,10 +820,11 @@ fn async_cancel() -> Result<()> {
 
 /// Helper role: connect, start a load of FILE (async or sync), print "started", hang.
 fn child_client(socket: &str, file: &str, mode: &str) -> Result<()> {
-    let c = transport::connect(
+    let c: Connection<dyn IDmabufLoader> = binder::connect(
         &Transport::Unix {
             path: socket.into(),
         },
+        SERVICE_NAME,
         1,
     )?;
     let f = File::open(file)?;
@@ -973,7 +973,7 @@ fn sixteen_concurrent_clients() -> Result<()> {
                     let r = code(c.service.load(&pfd(&f)?, &req))
                         .map_err(|e| anyhow!("client {i} round {round}: {e:?}"))?;
                     ensure!(
-                        r.checksum as u64 == xxhash_rust::xxh3::xxh3_64(&data),
+                        r.checksum as u64 == twox_hash::XxHash3_64::oneshot(&data),
                         "client {i}: checksum"
                     );
                     check_buffer(&result_fd(&r)?, &data).with_context(|| format!("client {i}"))?;

@@ -12,8 +12,9 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use nix::fcntl::OFlag;
 
 use crate::binder::{
-    self, classify, pfd, BinderResult, BufferKind, ChecksumType, ErrorCode, Failure, HeapInfo,
-    IDmabufLoader, ILoadCallback, ILoadTask, IoPath, LoadRequest, LoadResult, ParcelFileDescriptor,
+    self, clone_result, error_code_name, pfd, BinderResult, BufferKind, CallError, ChecksumType,
+    ErrorCode, HeapInfo, IDmabufLoader, ILoadCallback, ILoadTask, IoPath, LoadRequest, LoadResult,
+    ParcelFileDescriptor,
 };
 use crate::os::{self, page_size, round_up_to_page, verify_fd_contents};
 use crate::{Env, Instance};
@@ -183,7 +184,7 @@ pub fn all() -> Vec<(String, CaseFn)> {
 
 pub(crate) fn loader(inst: &Instance) -> Result<(Arc<binder::Connection>, Loader)> {
     let c = inst.connection()?;
-    let l = c.loader.clone();
+    let l = c.service.clone();
     Ok((c, l))
 }
 
@@ -198,36 +199,6 @@ fn request(offset: i64, length: i64) -> LoadRequest {
         length,
         ..Default::default()
     }
-}
-
-/// The ErrorCode.aidl name of a code, for messages.
-pub(crate) fn ec_name(code: i32) -> String {
-    const NAMES: [&str; 20] = [
-        "BAD_FD",
-        "PATH_ONLY_FD",
-        "NOT_READABLE",
-        "UNSUPPORTED_FILE_TYPE",
-        "INVALID_RANGE",
-        "TOO_LARGE",
-        "UNKNOWN_HEAP",
-        "ALLOCATION_FAILED",
-        "IO_ERROR",
-        "FILE_CHANGED",
-        "CANCELLED",
-        "TIMED_OUT",
-        "BUSY",
-        "PERMISSION_DENIED",
-        "INVALID_ARGUMENT",
-        "INTERNAL",
-        "NOT_A_DMABUF",
-        "TARGET_TOO_SMALL",
-        "TARGET_NOT_WRITABLE",
-        "TARGET_NOT_MAPPABLE",
-    ];
-    usize::try_from(code - 1)
-        .ok()
-        .and_then(|i| NAMES.get(i))
-        .map_or_else(|| format!("unknown code {code}"), |n| n.to_string())
 }
 
 /// The buffer size a `data`-byte load must report: `data` rounded up to a page. For an empty
@@ -245,16 +216,19 @@ pub(crate) fn expect_code<T: std::fmt::Debug>(
 ) -> Result<()> {
     match res {
         Ok(v) => bail!("{what}: succeeded ({v:?}), expected {want:?}"),
-        Err(s) => match classify(&s) {
-            Failure::ServiceSpecific(c, _) if c == want.0 => Ok(()),
-            Failure::ServiceSpecific(c, m) => {
+        Err(s) => match CallError::from_status(&s) {
+            CallError::Service { code: c, .. } if c == want.0 => Ok(()),
+            CallError::Service {
+                code: c,
+                message: m,
+            } => {
                 bail!(
                     "{what}: failed with {} ({c}) \"{m}\", expected {want:?} ({})",
-                    ec_name(c),
+                    error_code_name(c),
                     want.0
                 )
             }
-            Failure::Other(o) => {
+            CallError::Binder(o) => {
                 bail!("{what}: failed with {o}, expected ServiceSpecific {want:?}")
             }
         },
@@ -274,12 +248,16 @@ impl std::fmt::Display for Busy {
 impl std::error::Error for Busy {}
 
 pub(crate) fn call<T>(res: BinderResult<T>, what: &str) -> Result<T> {
-    res.map_err(|s| match classify(&s) {
-        Failure::ServiceSpecific(c, m) if c == ErrorCode::BUSY.0 => {
-            anyhow::Error::new(Busy(m)).context(what.to_string())
-        }
-        Failure::ServiceSpecific(c, m) => anyhow!("{what}: {} ({c}): {m}", ec_name(c)),
-        Failure::Other(o) => anyhow!("{what}: {o}"),
+    res.map_err(|s| match CallError::from_status(&s) {
+        CallError::Service {
+            code: c,
+            message: m,
+        } if c == ErrorCode::BUSY.0 => anyhow::Error::new(Busy(m)).context(what.to_string()),
+        CallError::Service {
+            code: c,
+            message: m,
+        } => anyhow!("{what}: {} ({c}): {m}", error_code_name(c)),
+        CallError::Binder(o) => anyhow!("{what}: {o}"),
     })
 }
 
@@ -404,7 +382,7 @@ fn check_result(
         .with_context(|| format!("contents of a buffer from heap {:?}", heap.name))?;
     if req.checksum == ChecksumType::XXH3_64 {
         let bytes = os::read_range(file, offset, data)?;
-        let want = xxhash_rust::xxh3::xxh3_64(&bytes) as i64;
+        let want = twox_hash::XxHash3_64::oneshot(&bytes) as i64;
         ensure!(
             r.checksum == want,
             "checksum {:#x} != XXH3-64 of the data {:#x}",
@@ -413,30 +391,6 @@ fn check_result(
         );
     }
     Ok(())
-}
-
-/// A LoadResult whose buffer is a dup we own (a callback only borrows its argument).
-pub(crate) fn copy_result(r: &LoadResult) -> Result<LoadResult> {
-    Ok(LoadResult {
-        buffer: match &r.buffer {
-            Some(b) => Some(pfd(binder::dup(b)?)),
-            None => None,
-        },
-        dataLength: r.dataLength,
-        bufferSize: r.bufferSize,
-        heapName: r.heapName.clone(),
-        bufferKind: r.bufferKind,
-        ioPath: r.ioPath,
-        ioPathReason: r.ioPathReason.clone(),
-        allocNanos: r.allocNanos,
-        totalNanos: r.totalNanos,
-        checksumType: r.checksumType,
-        checksum: r.checksum,
-        #[cfg(not(aidl_v1))]
-        dataOffset: r.dataOffset,
-        #[cfg(not(aidl_v1))]
-        pageSize: r.pageSize,
-    })
 }
 
 /// What an async load told its callback.
@@ -465,7 +419,8 @@ impl ILoadCallback for Recorder {
         Ok(())
     }
     fn onComplete(&self, r: &LoadResult) -> BinderResult<()> {
-        self.send(match copy_result(r) {
+        // A callback only borrows its argument: keep a copy with our own dup of the buffer.
+        self.send(match clone_result(r) {
             Ok(r) => Event::Complete(r),
             Err(e) => Event::Broken(format!("{e:#}")),
         });
@@ -613,7 +568,10 @@ fn load_and_check(
                 End::Error(c, m) if c == ErrorCode::BUSY.0 => {
                     Err(anyhow::Error::new(Busy(m)).context("loadAsync onError"))
                 }
-                End::Error(c, m) => bail!("loadAsync reported onError {} ({c}): {m}", ec_name(c)),
+                End::Error(c, m) => bail!(
+                    "loadAsync reported onError {} ({c}): {m}",
+                    error_code_name(c)
+                ),
             }
         }
     }
@@ -742,7 +700,7 @@ fn checksum_xxh3(inst: &Instance, env: &Env) -> Result<()> {
         match start_async(&l, &open_ro(&file)?, &req)?.wait()?.end {
             End::Complete(r) => check_result(&r, &hs, &req, &file, offset as u64, data)
                 .with_context(|| format!("loadAsync, range {offset}+{length}"))?,
-            End::Error(c, m) => bail!("loadAsync with XXH3_64: {} ({c}): {m}", ec_name(c)),
+            End::Error(c, m) => bail!("loadAsync with XXH3_64: {} ({c}): {m}", error_code_name(c)),
         }
     }
     Ok(())
@@ -989,7 +947,11 @@ fn heaps_read_only(inst: &Instance, env: &Env) -> Result<()> {
         // (Documented nowhere in the AIDL yet: see the VTS report.)
         let res = l.load(&open_ro(&file)?, &req);
         if let Err(s) = &res {
-            if let Failure::ServiceSpecific(c, m) = classify(s) {
+            if let CallError::Service {
+                code: c,
+                message: m,
+            } = CallError::from_status(s)
+            {
                 if c == ErrorCode::INVALID_ARGUMENT.0 {
                     // A memfd can be sealed read-only: no excuse there.
                     ensure!(
@@ -1077,8 +1039,8 @@ fn expect_async_refused(
             End::Error(c, m) => ensure!(
                 c == want.0,
                 "{what}: onError {} ({c}) \"{m}\", expected {}",
-                ec_name(c),
-                ec_name(want.0)
+                error_code_name(c),
+                error_code_name(want.0)
             ),
             End::Complete(r) => bail!("{what}: completed: {r:?}"),
         },
@@ -1087,7 +1049,7 @@ fn expect_async_refused(
             if let Ok(e) = rx.recv_timeout(QUIET_PERIOD) {
                 bail!(
                     "{what} threw {}, yet the callback got {e:?}",
-                    ec_name(want.0)
+                    error_code_name(want.0)
                 );
             }
         }
@@ -1139,7 +1101,7 @@ fn bad_o_path(inst: &Instance, env: &Env) -> Result<()> {
         ("load", l.load(&p, &LoadRequest::default()).map(drop)),
     ] {
         match res {
-            Err(s) if kernel && matches!(classify(&s), Failure::Other(_)) => {
+            Err(s) if kernel && matches!(CallError::from_status(&s), CallError::Binder(_)) => {
                 // Kernel binder cannot carry an O_PATH fd at all (binder_translate_fd uses
                 // fget(), which refuses FMODE_PATH): the transaction fails before the service
                 // sees it. That protects the service just as well.
@@ -1287,13 +1249,18 @@ fn bad_null_fd(inst: &Instance) -> Result<()> {
     let (_c, l) = loader(inst)?;
     let st = binder::load_file_with_null_fd(&l)?;
     ensure!(!st.is_ok(), "loadFile(null fd) succeeded");
-    match classify(&st) {
-        Failure::ServiceSpecific(c, _) if c == ErrorCode::BAD_FD.0 => {}
-        Failure::ServiceSpecific(c, m) => bail!(
+    match CallError::from_status(&st) {
+        CallError::Service { code: c, .. } if c == ErrorCode::BAD_FD.0 => {}
+        CallError::Service {
+            code: c,
+            message: m,
+        } => bail!(
             "loadFile(null fd): {} ({c}) \"{m}\", expected BAD_FD or a binder-level rejection",
-            ec_name(c)
+            error_code_name(c)
         ),
-        Failure::Other(o) => eprintln!("note: loadFile(null fd) rejected by the binder layer: {o}"),
+        CallError::Binder(o) => {
+            eprintln!("note: loadFile(null fd) rejected by the binder layer: {o}")
+        }
     }
     still_alive(&l)
 }
@@ -1336,7 +1303,7 @@ fn async_cancel(inst: &Instance, env: &Env) -> Result<()> {
                     ensure!(
                         c == ErrorCode::CANCELLED.0,
                         "cancelled load ended with {} ({c}) \"{m}\", expected CANCELLED",
-                        ec_name(c)
+                        error_code_name(c)
                     );
                     landed += 1;
                 }
@@ -1515,14 +1482,14 @@ fn client_fd_untouched(inst: &Instance, env: &Env) -> Result<()> {
     for api in Api::ALL {
         let mut f = File::open(&file)?;
         f.seek(SeekFrom::Start(12345))?;
-        let flags_before = nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GETFL)?;
+        let flags_before = nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)?;
         let p = pfd(f.try_clone()?);
         match api {
             Api::LoadFile => drop(call(l.loadFile(&p), "loadFile")?),
             Api::Load => drop(call(l.load(&p, &LoadRequest::default()), "load")?),
             Api::LoadAsync => match start_async(&l, &p, &LoadRequest::default())?.wait()?.end {
                 End::Complete(_) => {}
-                End::Error(c, m) => bail!("loadAsync: {} ({c}): {m}", ec_name(c)),
+                End::Error(c, m) => bail!("loadAsync: {} ({c}): {m}", error_code_name(c)),
             },
         }
         drop(p);
@@ -1532,7 +1499,7 @@ fn client_fd_untouched(inst: &Instance, env: &Env) -> Result<()> {
             "{}: the client's file offset moved from 12345 to {pos}",
             api.name()
         );
-        let flags_after = nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GETFL)?;
+        let flags_after = nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)?;
         ensure!(
             flags_after == flags_before,
             "{}: the client's file status flags changed from {flags_before:#o} to {flags_after:#o}",
@@ -1567,7 +1534,7 @@ fn async_truncated(inst: &Instance, env: &Env) -> Result<()> {
                     ensure!(
                         c == ErrorCode::FILE_CHANGED.0,
                         "truncated mid-load: {} ({c}) \"{m}\", expected FILE_CHANGED",
-                        ec_name(c)
+                        error_code_name(c)
                     );
                     changed += 1;
                     break;
@@ -1645,8 +1612,9 @@ fn io_path_matches_service_info(inst: &Instance, env: &Env) -> Result<()> {
 fn memfd_source(inst: &Instance) -> Result<()> {
     use std::io::Write as _;
     let size = 3 * MIB + 11;
-    let fd = nix::sys::memfd::memfd_create("vts-source", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-        .context("memfd_create")?;
+    let fd =
+        nix::sys::memfd::memfd_create(c"vts-source", nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)
+            .context("memfd_create")?;
     let mut f = File::from(fd);
     let mut bytes = Vec::with_capacity(size as usize + 8);
     for w in 0..size.div_ceil(8) {
@@ -1695,7 +1663,10 @@ fn source_opened_o_direct(inst: &Instance, env: &Env) -> Result<()> {
         check_result(&r, &hs, &req, &file, offset as u64, data)
             .with_context(|| format!("O_DIRECT source, range {offset}+{length}"))?;
     }
-    let flags = OFlag::from_bits_truncate(nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GETFL)?);
+    let flags = OFlag::from_bits_truncate(nix::fcntl::fcntl(
+        f.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_GETFL,
+    )?);
     ensure!(
         flags.contains(OFlag::O_DIRECT),
         "the client's O_DIRECT flag was cleared"
@@ -1722,8 +1693,8 @@ fn buffers_are_private(inst: &Instance, env: &Env) -> Result<()> {
             b.buffer.as_ref().context("no buffer")?,
         );
         let (sa, sb) = (
-            nix::sys::stat::fstat(binder::fd(fa))?,
-            nix::sys::stat::fstat(binder::fd(fb))?,
+            nix::sys::stat::fstat(binder::fd(fa).as_raw_fd())?,
+            nix::sys::stat::fstat(binder::fd(fb).as_raw_fd())?,
         );
         ensure!(
             (sa.st_dev, sa.st_ino) != (sb.st_dev, sb.st_ino),

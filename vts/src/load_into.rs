@@ -7,7 +7,7 @@
 //! and checks the range against the file and every other byte against the snapshot.
 
 use std::fs::File;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 use std::sync::mpsc::{channel, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -17,11 +17,10 @@ use anyhow::{bail, ensure, Context, Result};
 use nix::fcntl::OFlag;
 
 use crate::binder::{
-    self, pfd, BufferKind, ErrorCode, ILoadCallback, LoadRequest, LoadResult, ParcelFileDescriptor,
+    self, clone_result, error_code_name, pfd, BufferKind, CallError, ErrorCode, ILoadCallback,
+    LoadRequest, LoadResult, ParcelFileDescriptor,
 };
-use crate::cases::{
-    call, copy_result, ec_name, expect_code, heaps, loader, open_ro, remote_version, CaseFn, Loader,
-};
+use crate::cases::{call, expect_code, heaps, loader, open_ro, remote_version, CaseFn, Loader};
 use crate::os::{self, page_size};
 use crate::{Env, Instance};
 
@@ -137,8 +136,8 @@ fn check_filled(
         .buffer
         .as_ref()
         .context("LoadResult.buffer (the target) is null")?;
-    let st_a = nix::sys::stat::fstat(binder::fd(back))?;
-    let st_b = nix::sys::stat::fstat(binder::fd(&t.fd))?;
+    let st_a = nix::sys::stat::fstat(binder::fd(back).as_raw_fd())?;
+    let st_b = nix::sys::stat::fstat(binder::fd(&t.fd).as_raw_fd())?;
     ensure!(
         (st_a.st_dev, st_a.st_ino) == (st_b.st_dev, st_b.st_ino),
         "LoadResult.buffer is not the target"
@@ -364,8 +363,8 @@ fn bad_read_only(inst: &Instance, env: &Env) -> Result<()> {
     };
     match l.loadInto(&src, &LoadRequest::default(), &ro, 0) {
         Ok(_) => bail!("loadInto a read-only target succeeded"),
-        Err(s) => match binder::classify(&s) {
-            binder::Failure::ServiceSpecific(c, _)
+        Err(s) => match CallError::from_status(&s) {
+            CallError::Service { code: c, .. }
                 if c == ErrorCode::TARGET_NOT_WRITABLE.0 || c == ErrorCode::NOT_A_DMABUF.0 =>
             {
                 Ok(())
@@ -384,15 +383,21 @@ fn bad_source_itself(inst: &Instance, env: &Env) -> Result<()> {
     let fd = pfd(os::open_with(&p, OFlag::O_RDWR)?);
     match l.loadInto(&fd, &LoadRequest::default(), &fd, 0) {
         Ok(_) => bail!("loadInto the source itself succeeded"),
-        Err(s) => match binder::classify(&s) {
+        Err(s) => match CallError::from_status(&s) {
             // The same inode (INVALID_ARGUMENT) or, checked first by a service, not a dma-buf.
-            binder::Failure::ServiceSpecific(c, _)
+            CallError::Service { code: c, .. }
                 if c == ErrorCode::INVALID_ARGUMENT.0 || c == ErrorCode::NOT_A_DMABUF.0 =>
             {
                 Ok(())
             }
-            binder::Failure::ServiceSpecific(c, m) => {
-                bail!("loadInto the source itself: {} ({c}) {m}", ec_name(c))
+            CallError::Service {
+                code: c,
+                message: m,
+            } => {
+                bail!(
+                    "loadInto the source itself: {} ({c}) {m}",
+                    error_code_name(c)
+                )
             }
             other => bail!("loadInto the source itself: {other:?}"),
         },
@@ -438,7 +443,7 @@ impl ILoadCallback for Recorder {
         Ok(())
     }
     fn onComplete(&self, r: &LoadResult) -> binder::BinderResult<()> {
-        let r = copy_result(r).map_err(|e| format!("{e:#}"));
+        let r = clone_result(r).map_err(|e| format!("{e:#}"));
         let _ = self
             .0
             .lock()
@@ -534,7 +539,7 @@ fn async_cancel(inst: &Instance, env: &Env) -> Result<()> {
         Ev::Error(c, m) => ensure!(
             c == ErrorCode::CANCELLED.0,
             "cancelled loadIntoAsync: {} ({c}) {m}",
-            ec_name(c)
+            error_code_name(c)
         ),
         Ev::Complete(Ok(r)) => {
             // The load beat the cancel: it must then be whole and correct.

@@ -68,7 +68,7 @@ pub fn write_pattern_file(path: &Path, size: u64, seed: u64) -> Result<()> {
 pub fn drop_page_cache(path: &Path) -> Result<()> {
     let f = File::open(path).with_context(|| format!("open {}", path.display()))?;
     nix::fcntl::posix_fadvise(
-        &f,
+        f.as_raw_fd(),
         0,
         0,
         nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
@@ -205,13 +205,13 @@ pub fn dma_buf_exporter(fd: BorrowedFd<'_>) -> Result<Option<String>> {
 
 /// st_size of an fd (dma-bufs and memfds report their buffer size).
 pub fn fd_size(fd: BorrowedFd<'_>) -> Result<u64> {
-    let st = nix::sys::stat::fstat(fd).context("fstat of the returned buffer")?;
+    let st = nix::sys::stat::fstat(fd.as_raw_fd()).context("fstat of the returned buffer")?;
     Ok(st.st_size as u64)
 }
 
 /// The O_ACCMODE of an fd.
 pub fn access_mode(fd: BorrowedFd<'_>) -> Result<nix::fcntl::OFlag> {
-    let fl = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).context("F_GETFL")?;
+    let fl = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL).context("F_GETFL")?;
     Ok(nix::fcntl::OFlag::from_bits_truncate(fl) & nix::fcntl::OFlag::O_ACCMODE)
 }
 
@@ -305,6 +305,7 @@ pub fn open_with(path: &Path, flags: nix::fcntl::OFlag) -> Result<std::os::fd::O
         flags | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
+    .map(owned)
     .with_context(|| format!("open {} with {flags:?}", path.display()))
 }
 
@@ -316,6 +317,13 @@ pub fn reopen(fd: BorrowedFd<'_>, flags: nix::fcntl::OFlag) -> nix::Result<std::
         flags | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
+    .map(owned)
+}
+
+/// Takes ownership of the fd open(2) just returned (nix 0.29's `open` gives a raw fd).
+fn owned(fd: std::os::fd::RawFd) -> std::os::fd::OwnedFd {
+    // SAFETY: `fd` was returned by a successful open(2) a moment ago and nothing else owns it.
+    unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }
 }
 
 /// Fails unless mapping `fd` writable + shared is refused with EACCES or EPERM.

@@ -151,10 +151,6 @@ impl Mapping {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: ptr..ptr+len is a live mapping owned by self, readable; the borrow of self
         // keeps it alive and `&mut` access is excluded by the borrow checker.
@@ -187,19 +183,25 @@ impl Mapping {
         // asserted inside the window, the window inside the mapping); POPULATE_WRITE does not
         // modify memory contents, so no Rust reference to these bytes is invalidated.
         let p = unsafe { NonNull::new_unchecked(self.base().add(aligned)) };
+        // nix 0.29 (AOSP's) has no MmapAdvise::MADV_POPULATE_WRITE (Linux 5.14): libc's constant.
         // SAFETY: see above.
-        unsafe { nix::sys::mman::madvise(p.cast(), len, MmapAdvise::MADV_POPULATE_WRITE) }
+        let rc = unsafe { libc::madvise(p.as_ptr().cast(), len, libc::MADV_POPULATE_WRITE) };
+        nix::errno::Errno::result(rc).map(drop)
     }
 
-    /// Drops the pages of `range` from this mapping and the page cache of its file where
-    /// it is anonymous memory (MADV_DONTNEED); used by the bench to reset a target.
-    pub fn dontneed(&mut self) -> nix::Result<()> {
-        assert_eq!(
-            self.head, 0,
-            "dontneed on a window would drop bytes outside it"
-        );
-        // SAFETY: the whole live mapping; `&mut self` guarantees no outstanding borrows.
-        unsafe { nix::sys::mman::madvise(self.ptr.cast(), self.len, MmapAdvise::MADV_DONTNEED) }
+    /// Asks for transparent huge pages for this mapping (MADV_HUGEPAGE): for a shmem
+    /// mapping the kernel then allocates huge folios at fault time where `shmem_enabled`
+    /// allows `advise`, falling back to small pages by itself.
+    pub fn advise_hugepage(&self) -> nix::Result<()> {
+        // SAFETY: the whole live kernel mapping; MADV_HUGEPAGE only changes how future faults
+        // allocate, never the contents, so no reference into it is invalidated.
+        unsafe {
+            nix::sys::mman::madvise(
+                NonNull::new_unchecked(self.base()).cast(),
+                self.map_len(),
+                MmapAdvise::MADV_HUGEPAGE,
+            )
+        }
     }
 
     /// Start of the kernel mapping (page-aligned), `head` bytes before the window.

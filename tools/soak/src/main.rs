@@ -27,12 +27,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::Parser;
-use dmabuf_loader_client::session::{CallError, Session};
+use dmabuf_loader_binder::aidl::ChecksumType::ChecksumType;
+use dmabuf_loader_binder::aidl::ErrorCode::ErrorCode;
+use dmabuf_loader_binder::aidl::LoadRequest::LoadRequest;
+use dmabuf_loader_binder::{CallError, Transport};
+use dmabuf_loader_client::session::Session;
 use dmabuf_loader_client::verify::verify;
-use dmabuf_loader_service::compat::aidl::ChecksumType::ChecksumType;
-use dmabuf_loader_service::compat::aidl::ErrorCode::ErrorCode;
-use dmabuf_loader_service::compat::aidl::LoadRequest::LoadRequest;
-use dmabuf_loader_service::Transport;
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Soak a running dmabuf-loader-service and check it leaks nothing")]
@@ -184,7 +184,7 @@ fn one_op(
             let mut data = vec![0u8; want_len as usize];
             std::os::unix::fs::FileExt::read_exact_at(&file, &mut data, offset)?;
             ensure!(
-                r.checksum as u64 == xxhash_rust::xxh3::xxh3_64(&data),
+                r.checksum as u64 == twox_hash::XxHash3_64::oneshot(&data),
                 "checksum mismatch for {req:?}"
             );
             if rng.u32(..8) == 0 {
