@@ -265,7 +265,22 @@ pub struct Config {
     pub page_cache_hint: bool,
     /// Huge pages for memfd/udmabuf buffers (`Auto`: hugetlb when the pool holds the
     /// buffer, else shmem THP when allowed, else 4 KiB; never fails a load).
-    pub huge_pages: crate::buffer::pages::HugePages,
+    pub huge_pages: HugePages,
+}
+
+/// Which page sizes a memfd-backed buffer may use. `Auto` is what a device wants; the
+/// others are for tests and the bench. See `buffer/pages.rs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum HugePages {
+    /// hugetlb when the pool holds the buffer, else shmem THP when allowed, else 4 KiB.
+    #[default]
+    Auto,
+    /// Try hugetlb even when the pool looks empty (falls back like `Auto`).
+    Hugetlb,
+    /// shmem THP only (no hugetlb), when allowed.
+    Thp,
+    /// 4 KiB pages only.
+    Off,
 }
 
 /// How a memfd-backed buffer's pages are allocated relative to the I/O.

@@ -21,6 +21,8 @@
 
 use std::path::Path;
 
+pub use crate::api::HugePages;
+
 /// The base page size.
 pub const BASE_PAGE: u64 = 4096;
 /// Buffers smaller than this always get base pages (a huge page would be mostly padding).
@@ -28,21 +30,6 @@ pub const HUGE_MIN: u64 = 2 << 20;
 
 const HUGETLB_DIR: &str = "/sys/kernel/mm/hugepages";
 const THP_DIR: &str = "/sys/kernel/mm/transparent_hugepage";
-
-/// Which page sizes a memfd-backed buffer may use. `Auto` is what a device wants; the
-/// others are for tests and the bench.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum HugePages {
-    /// hugetlb when the pool holds the buffer, else shmem THP when allowed, else 4 KiB.
-    #[default]
-    Auto,
-    /// Try hugetlb even when the pool looks empty (falls back like `Auto`).
-    Hugetlb,
-    /// shmem THP only (no hugetlb), when allowed.
-    Thp,
-    /// 4 KiB pages only.
-    Off,
-}
 
 /// What the buffer was created with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

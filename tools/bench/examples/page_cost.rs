@@ -36,6 +36,18 @@ fn main() -> anyhow::Result<()> {
     let rounds: usize = args.get(3).map_or(5, |s| s.parse().unwrap());
     dmabuf_loader_bench::ensure_file(&file, size)?;
     let policies = [HugePages::Off, HugePages::Thp, HugePages::Hugetlb];
+    // The same with every page faulted in before the I/O: "I/O alone" = total - alloc.
+    let prefault: Vec<Loader> = policies
+        .iter()
+        .map(|&p| {
+            Loader::new(Config {
+                huge_pages: p,
+                alloc_strategy: AllocStrategy::Prefault,
+                ..Default::default()
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut io_alone = vec![Vec::new(); policies.len()];
     let loaders: Vec<Loader> = policies
         .iter()
         .map(|&p| {
@@ -98,6 +110,15 @@ fn main() -> anyhow::Result<()> {
                 m[i][j].push(wall.as_secs_f64() / gib);
                 m[i][j + 1].push(c.as_secs_f64() / gib);
             }
+            // Warm, pages prefaulted: the I/O alone.
+            dmabuf_loader_bench::warm_cache(&file)?;
+            let f = File::open(&file)?;
+            let req = LoadRequest {
+                heap: Some("memfd".into()),
+                ..Default::default()
+            };
+            let l = prefault[i].load(f.as_fd(), &req, &LoadControl::default())?;
+            io_alone[i].push((l.total_time - l.alloc_time).as_secs_f64() / gib);
         }
     }
     println!("{size} bytes, {rounds} rounds, medians in s per GiB (spread min..max in brackets)");
@@ -134,6 +155,14 @@ fn main() -> anyhow::Result<()> {
             cells[3],
             cells[4],
             cells[5]
+        );
+    }
+    for (i, p) in policies.iter().enumerate() {
+        let io = median(&mut io_alone[i]);
+        let warm = median(&mut m[i][4]);
+        println!(
+            "{p:?}: warm I/O alone {io:.3} s/GiB, warm total {warm:.3} s/GiB: total / I/O alone {:.2}x (target <= 1.15 with huge pages)",
+            warm / io
         );
     }
     Ok(())
