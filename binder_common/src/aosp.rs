@@ -1,4 +1,6 @@
-//! The AOSP half (Android, built by Soong with libbinder_rs and vendor.dmabufloader-V1-rust):
+//! The AOSP half (Android, built by Soong with libbinder_rs and vendor.dmabufloader-V2-rust;
+//! the frozen v1 through `libdmabuf_loader_aidl_v1`, a re-export of -V1-rust under its own
+//! crate name, since both AIDL crates are called `vendor_dmabufloader`):
 //! kernel binder through servicemanager only. `rsbinder.rs` has the same names over rsbinder;
 //! the unix-socket transport is a host feature and refuses here with a clear error.
 
@@ -14,9 +16,9 @@ pub use binder::{
     BinderFeatures, FromIBinder, Interface, ParcelFileDescriptor, SpIBinder as SIBinder, Status,
     StatusCode, Strong,
 };
+/// Version 1 as frozen: what a client built before v2 links (the v1 VTS suite).
+pub use dmabuf_loader_aidl_v1::aidl::vendor::dmabufloader as aidl_v1;
 pub use vendor_dmabufloader::aidl::vendor::dmabufloader as aidl;
-
-use aidl::IDmabufLoader::IDmabufLoader;
 
 /// `Result` of an AIDL method.
 pub type BinderResult<T> = binder::Result<T>;
@@ -161,7 +163,9 @@ pub fn kernel_instances(_driver: Option<&Path>, descriptor: &str) -> Result<Vec<
 
 /// Calls `loadFile` with a null ParcelFileDescriptor, for contract tests (see the rsbinder
 /// half).
-pub fn load_file_with_null_fd(loader: &Strong<dyn IDmabufLoader>) -> Result<Status> {
+pub fn load_file_with_null_fd<T: ?Sized + FromIBinder + Interface>(
+    loader: &Strong<T>,
+) -> Result<Status> {
     let binder = loader.as_binder();
     // prepare_transact writes the interface token.
     let mut data = binder

@@ -5,33 +5,53 @@
 use crate::aidl::{BufferKind::BufferKind, IoPath::IoPath, LoadResult::LoadResult};
 use crate::{dup_pfd, ParcelFileDescriptor};
 
-/// A copy of `r` with its own dup of the buffer fd.
-pub fn clone_result(r: &LoadResult) -> std::io::Result<LoadResult> {
-    let buffer = match &r.buffer {
-        Some(pfd) => Some(ParcelFileDescriptor::new(dup_pfd(pfd)?)),
-        None => None,
+/// Defines a `clone_result` for one version's `LoadResult`: the buffer fd dup'ed, every
+/// other field (listed) copied. One definition for both versions.
+macro_rules! clone_result_fn {
+    ($(#[$doc:meta])* $name:ident, $ty:ident, [$($field:ident),* $(,)?]) => {
+        $(#[$doc])*
+        pub fn $name(r: &$ty) -> std::io::Result<$ty> {
+            let buffer = match &r.buffer {
+                Some(pfd) => Some(ParcelFileDescriptor::new(dup_pfd(pfd)?)),
+                None => None,
+            };
+            Ok($ty {
+                buffer,
+                $($field: r.$field.clone(),)*
+            })
+        }
     };
-    Ok(LoadResult {
-        buffer,
-        dataLength: r.dataLength,
-        bufferSize: r.bufferSize,
-        heapName: r.heapName.clone(),
-        bufferKind: r.bufferKind,
-        ioPath: r.ioPath,
-        ioPathReason: r.ioPathReason.clone(),
-        allocNanos: r.allocNanos,
-        totalNanos: r.totalNanos,
-        checksumType: r.checksumType,
-        checksum: r.checksum,
-    })
 }
 
-/// "DMA_HEAP", "UDMABUF", "MEMFD", or "UNKNOWN(<n>)".
+clone_result_fn!(
+    /// A copy of `r` with its own dup of the buffer fd.
+    clone_result,
+    LoadResult,
+    [
+        dataLength, bufferSize, heapName, bufferKind, ioPath, ioPathReason, allocNanos,
+        totalNanos, checksumType, checksum, dataOffset, pageSize,
+    ]
+);
+
+type LoadResultV1 = crate::aidl_v1::LoadResult::LoadResult;
+
+clone_result_fn!(
+    /// [`clone_result`] of a frozen-v1 `LoadResult` (the v1 suite's bindings).
+    clone_result_v1,
+    LoadResultV1,
+    [
+        dataLength, bufferSize, heapName, bufferKind, ioPath, ioPathReason, allocNanos,
+        totalNanos, checksumType, checksum,
+    ]
+);
+
+/// "DMA_HEAP", "UDMABUF", "MEMFD", "DMA_BUF", or "UNKNOWN(<n>)".
 pub fn buffer_kind_name(k: BufferKind) -> String {
     match k {
         BufferKind::DMA_HEAP => "DMA_HEAP".into(),
         BufferKind::UDMABUF => "UDMABUF".into(),
         BufferKind::MEMFD => "MEMFD".into(),
+        BufferKind::DMA_BUF => "DMA_BUF".into(),
         other => format!("UNKNOWN({})", other.0),
     }
 }
@@ -68,6 +88,8 @@ mod tests {
             ioPath: IoPath::DIRECT,
             ioPathReason: "why".into(),
             checksum: 7,
+            dataOffset: 8192,
+            pageSize: 4096,
             ..Default::default()
         };
         let c = clone_result(&r).unwrap();
@@ -84,6 +106,7 @@ mod tests {
             (5, 4096, "system", 7)
         );
         assert_eq!((c.ioPath, c.ioPathReason.as_str()), (IoPath::DIRECT, "why"));
+        assert_eq!((c.dataOffset, c.pageSize), (8192, 4096));
         drop(r);
         // The copy's fd stays open after the original is gone.
         assert!(ino(c.buffer.as_ref().unwrap()).is_ok());
@@ -94,6 +117,7 @@ mod tests {
     #[test]
     fn names_are_the_aidl_constant_names() {
         assert_eq!(buffer_kind_name(BufferKind::UDMABUF), "UDMABUF");
+        assert_eq!(buffer_kind_name(BufferKind::DMA_BUF), "DMA_BUF");
         assert_eq!(buffer_kind_name(BufferKind(42)), "UNKNOWN(42)");
         assert_eq!(io_path_name(IoPath::DMABUF_REGISTERED), "DMABUF_REGISTERED");
         assert_eq!(io_path_name(IoPath(-3)), "UNKNOWN(-3)");

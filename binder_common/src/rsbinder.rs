@@ -10,12 +10,13 @@ use anyhow::{anyhow, bail, Context, Result};
 use rsbinder::entry::{KernelEndpoint, WireProfile, WireVersion};
 use rsbinder::rpc::FileDescriptorTransportMode;
 
+/// Version 1 as frozen (aidl_api/vendor.dmabufloader/1): what a client built before v2 links
+/// (the v1 VTS suite).
+pub use dmabuf_loader_aidl::v1::vendor::dmabufloader as aidl_v1;
 pub use dmabuf_loader_aidl::vendor::dmabufloader as aidl;
 pub use rsbinder::{
     FromIBinder, Interface, ParcelFileDescriptor, SIBinder, Status, StatusCode, Strong,
 };
-
-use aidl::IDmabufLoader::IDmabufLoader;
 
 /// `Result` of an AIDL method (rsbinder calls it `BinderResult`, AOSP `binder::Result`).
 pub type BinderResult<T> = std::result::Result<T, Status>;
@@ -292,8 +293,10 @@ pub fn kernel_instances(driver: Option<&Path>, descriptor: &str) -> Result<Vec<S
 /// Calls `loadFile` with a null ParcelFileDescriptor, for contract tests. The AIDL argument
 /// is non-nullable, so the generated proxy cannot send one; this writes the parcel by hand
 /// (interface token, then the null marker) as a buggy or hostile client could. Returns the
-/// reply's status.
-pub fn load_file_with_null_fd(loader: &Strong<dyn IDmabufLoader>) -> Result<Status> {
+/// reply's status. Any version's `IDmabufLoader` (loadFile is method 1 in every version).
+pub fn load_file_with_null_fd<T: ?Sized + FromIBinder + Interface>(
+    loader: &Strong<T>,
+) -> Result<Status> {
     let binder = loader.as_binder();
     let remote = binder
         .as_remote()

@@ -26,6 +26,11 @@ pub fn error_code_name(code: i32) -> String {
         ErrorCode::PERMISSION_DENIED => "PERMISSION_DENIED",
         ErrorCode::INVALID_ARGUMENT => "INVALID_ARGUMENT",
         ErrorCode::INTERNAL => "INTERNAL",
+        // 17..=20: new in v2 (loadInto targets).
+        ErrorCode::NOT_A_DMABUF => "NOT_A_DMABUF",
+        ErrorCode::TARGET_TOO_SMALL => "TARGET_TOO_SMALL",
+        ErrorCode::TARGET_NOT_WRITABLE => "TARGET_NOT_WRITABLE",
+        ErrorCode::TARGET_NOT_MAPPABLE => "TARGET_NOT_MAPPABLE",
         _ => return format!("UNKNOWN({code})"),
     };
     name.to_string()
@@ -88,13 +93,18 @@ mod tests {
 
     #[test]
     fn every_code_of_the_aidl_enum_has_its_name() {
-        let names: Vec<String> = (1..=16).map(error_code_name).collect();
+        let names: Vec<String> = (1..=20).map(error_code_name).collect();
         assert_eq!(names[0], "BAD_FD");
         assert_eq!(names[5], "TOO_LARGE");
         assert_eq!(names[15], "INTERNAL");
+        assert_eq!(names[16], "NOT_A_DMABUF");
+        assert_eq!(names[17], "TARGET_TOO_SMALL");
+        assert_eq!(names[18], "TARGET_NOT_WRITABLE");
+        assert_eq!(names[19], "TARGET_NOT_MAPPABLE");
         assert!(names.iter().all(|n| !n.contains('(')), "{names:?}");
         assert_eq!(error_code_name(ErrorCode::FILE_CHANGED.0), "FILE_CHANGED");
         assert_eq!(error_code_name(0), "UNKNOWN(0)");
+        assert_eq!(error_code_name(21), "UNKNOWN(21)");
         assert_eq!(error_code_name(99), "UNKNOWN(99)");
         assert_eq!(error_code_name(-1), "UNKNOWN(-1)");
     }

@@ -24,7 +24,8 @@ use dmabuf_loader_binder::{
 
 const NAME: &str = "vendor.dmabufloader.IDmabufLoader/probe";
 
-/// loadFile echoes a dup of its fd, load refuses with TOO_LARGE, getHeaps names the caller.
+/// loadFile echoes a dup of its fd, load refuses with TOO_LARGE, loadInto with NOT_A_DMABUF
+/// (a v2 name from the one table), getHeaps names the caller.
 struct Probe;
 
 impl Interface for Probe {}
@@ -42,6 +43,28 @@ impl IDmabufLoader for Probe {
         &self,
         _: &ParcelFileDescriptor,
         _: &LoadRequest,
+        _: &Strong<dyn ILoadCallback>,
+    ) -> BinderResult<Strong<dyn ILoadTask>> {
+        Err(binder::service_specific(ErrorCode::INTERNAL.0, "not here"))
+    }
+    fn loadInto(
+        &self,
+        _: &ParcelFileDescriptor,
+        _: &LoadRequest,
+        _: &ParcelFileDescriptor,
+        _: i64,
+    ) -> BinderResult<LoadResult> {
+        Err(binder::service_specific(
+            ErrorCode::NOT_A_DMABUF.0,
+            "not a dma-buf",
+        ))
+    }
+    fn loadIntoAsync(
+        &self,
+        _: &ParcelFileDescriptor,
+        _: &LoadRequest,
+        _: &ParcelFileDescriptor,
+        _: i64,
         _: &Strong<dyn ILoadCallback>,
     ) -> BinderResult<Strong<dyn ILoadTask>> {
         Err(binder::service_specific(ErrorCode::INTERNAL.0, "not here"))
@@ -86,6 +109,12 @@ fn serve_connect_call_and_death_over_a_unix_socket() {
     let err = CallError::check(conn.service.load(&pfd, &LoadRequest::default())).unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::TOO_LARGE.0));
     assert_eq!(err.to_string(), "TOO_LARGE (6): too big");
+    let err = CallError::check(
+        conn.service
+            .loadInto(&pfd, &LoadRequest::default(), &pfd, 0),
+    )
+    .unwrap_err();
+    assert_eq!(err.to_string(), "NOT_A_DMABUF (17): not a dma-buf");
 
     // The server sees this process as the caller (SO_PEERCRED of the connection).
     let heaps = conn.service.getHeaps().unwrap();

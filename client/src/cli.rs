@@ -179,6 +179,140 @@ pub struct LoadArgs {
     /// service's own load deadline still applies).
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,
+    /// loadInto (v2): allocate the target here, from HEAP (a dma-heap name, "udmabuf", or
+    /// "memfd" on a host without dma-bufs), SIZE bytes (default: the range, page-rounded, plus
+    /// OFFSET), and have the service fill it at byte OFFSET (default 0); then verify it.
+    #[arg(long, value_name = "HEAP[:SIZE[:OFFSET]]")]
+    pub into: Option<String>,
+}
+
+/// `--into HEAP[:SIZE[:OFFSET]]`, SIZE and OFFSET in bytes (suffixes as everywhere: 4k, 1M).
+fn parse_into(s: &str) -> Result<(String, Option<u64>, u64)> {
+    let mut it = s.splitn(3, ':');
+    let heap = it.next().unwrap_or_default().to_string();
+    anyhow::ensure!(
+        !heap.is_empty(),
+        "--into needs a heap name: HEAP[:SIZE[:OFFSET]]"
+    );
+    let num = |v: &str| {
+        dmabuf_loader::size::parse(v).map_err(|e| anyhow::anyhow!("--into: bad size {v:?}: {e}"))
+    };
+    let size = it.next().filter(|v| !v.is_empty()).map(num).transpose()?;
+    let offset = it.next().map(num).transpose()?.unwrap_or(0);
+    Ok((heap, size, offset))
+}
+
+/// `load FILE --into ...`: the client allocates its own buffer (the status quo's first step),
+/// the service fills the range, the client checks every byte of it.
+fn load_into(session: &Session, file: &File, a: &LoadArgs, spec: &str) -> Result<i32> {
+    let (heap, size, toff) = parse_into(spec)?;
+    let file_size = file.metadata()?.len();
+    let len = match a.length {
+        Some(l) => l,
+        None => file_size.saturating_sub(a.offset),
+    };
+    let size = size.unwrap_or_else(|| (toff + len).div_ceil(4096).max(1) * 4096);
+    let core = dmabuf_loader::Loader::new(dmabuf_loader::Config::default())
+        .context("probing this machine's buffer sources")?;
+    let alloc_started = Instant::now();
+    let (target, info) = core
+        .allocate_target(&heap, size)
+        .map_err(|e| anyhow::anyhow!("allocating the {size}-byte target from {heap:?}: {e}"))?;
+    let alloc_ms = alloc_started.elapsed().as_secs_f64() * 1e3;
+    let req = LoadRequest {
+        offset: a.offset as i64,
+        length: a.length.map_or(-1, |l| l as i64),
+        checksum: if a.checksum {
+            ChecksumType::XXH3_64
+        } else {
+            ChecksumType::NONE
+        },
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let r = match session.load_into(file, &req, &target, toff as i64)? {
+        Ok(r) => r,
+        Err(e) => return report_call_error(&e, a.json),
+    };
+    let round_trip = started.elapsed();
+    let mut problems = Vec::new();
+    if r.dataOffset != toff as i64 || r.dataLength != len as i64 {
+        problems.push(format!(
+            "the service reports {} bytes at {}, asked for {len} at {toff}",
+            r.dataLength, r.dataOffset
+        ));
+    }
+    let verified = match verify::verify_range(target.as_fd(), size, toff, len, file, a.offset) {
+        Ok(v) => {
+            if r.checksumType == ChecksumType::XXH3_64 && r.checksum as u64 != v.xxh3 {
+                problems.push(format!(
+                    "service checksum {:#018x} != target xxh3 {:#018x}",
+                    r.checksum, v.xxh3
+                ));
+            }
+            true
+        }
+        Err(e) => {
+            problems.push(format!("verify: {e:#}"));
+            false
+        }
+    };
+    let secs = round_trip.as_secs_f64().max(1e-9);
+    let report = serde_json::json!({
+        "path": a.file.display().to_string(),
+        "target_heap": info.name,
+        "target_size": size,
+        "target_offset": toff,
+        "client_alloc_ms": alloc_ms,
+        "exporter": r.heapName,
+        "buffer_kind": buffer_kind_name(r.bufferKind),
+        "data_length": r.dataLength,
+        "page_size": r.pageSize,
+        "io_path": io_path_name(r.ioPath),
+        "io_path_reason": r.ioPathReason,
+        "service_ms": r.totalNanos as f64 / 1e6,
+        "round_trip_ms": secs * 1e3,
+        "throughput_mib_s": r.dataLength as f64 / (1u64 << 20) as f64 / secs,
+        "verified": verified && problems.is_empty(),
+        "problems": problems,
+    });
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{} -> the client's {} buffer ({size} bytes, allocated in {alloc_ms:.2} ms) at offset {toff}", a.file.display(), info.name);
+        println!(
+            "  exporter    {} ({})",
+            r.heapName,
+            buffer_kind_name(r.bufferKind)
+        );
+        println!(
+            "  data        {} bytes, page size {}",
+            r.dataLength, r.pageSize
+        );
+        println!(
+            "  io path     {} ({})",
+            io_path_name(r.ioPath),
+            r.ioPathReason
+        );
+        println!(
+            "  time        {:.2} ms in the service, {:.2} ms round trip ({:.0} MiB/s)",
+            r.totalNanos as f64 / 1e6,
+            secs * 1e3,
+            r.dataLength as f64 / (1u64 << 20) as f64 / secs
+        );
+        if problems.is_empty() {
+            println!("  verify      OK: the range holds exactly the file's bytes");
+        } else {
+            for p in &problems {
+                println!("  PROBLEM     {p}");
+            }
+        }
+    }
+    Ok(if problems.is_empty() {
+        0
+    } else {
+        EXIT_VERIFY_FAILED
+    })
 }
 
 #[derive(Args, Debug, Clone)]
@@ -197,6 +331,12 @@ pub struct BenchArgs {
     /// Calls per contender for --latency; at least 1.
     #[arg(long, default_value_t = 2000, value_parser = at_least_one("iterations"))]
     pub iterations: u32,
+    /// Loads into a reused client buffer from HEAP (v2 loadInto) vs fresh-buffer loads.
+    #[arg(long, value_name = "HEAP")]
+    pub into: Option<String>,
+    /// With --into: the service's pid, to report its CPU time and page faults too.
+    #[arg(long, value_name = "PID")]
+    pub service_pid: Option<u32>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -259,7 +399,21 @@ pub fn run(cli: Cli) -> Result<i32> {
             } else {
                 Box::new(std::io::stderr())
             };
-            if a.latency {
+            if let Some(heap) = &a.into {
+                let r = crate::bench_into::into(
+                    &session,
+                    &a.file,
+                    heap,
+                    a.rounds,
+                    a.service_pid,
+                    &mut *log,
+                )?;
+                if a.json {
+                    writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
+                } else {
+                    r.print(&mut out)?;
+                }
+            } else if a.latency {
                 let r = bench::latency(&session, &a.file, a.iterations)?;
                 if a.json {
                     writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
@@ -355,6 +509,9 @@ pub fn open_source(path: &Path) -> Result<File> {
 }
 
 fn load(session: &Session, file: &File, a: &LoadArgs) -> Result<i32> {
+    if let Some(spec) = &a.into {
+        return load_into(session, file, a, spec);
+    }
     let file_size = file.metadata()?.len();
     let req = LoadRequest {
         heapName: a.heap.clone().unwrap_or_default(),

@@ -54,6 +54,25 @@ impl IDmabufLoader for Echo {
     ) -> BinderResult<Strong<dyn ILoadTask>> {
         unsupported()
     }
+    fn loadInto(
+        &self,
+        _: &ParcelFileDescriptor,
+        _: &LoadRequest,
+        _: &ParcelFileDescriptor,
+        _: i64,
+    ) -> BinderResult<LoadResult> {
+        unsupported()
+    }
+    fn loadIntoAsync(
+        &self,
+        _: &ParcelFileDescriptor,
+        _: &LoadRequest,
+        _: &ParcelFileDescriptor,
+        _: i64,
+        _: &Strong<dyn ILoadCallback>,
+    ) -> BinderResult<Strong<dyn ILoadTask>> {
+        unsupported()
+    }
     fn getHeaps(&self) -> BinderResult<Vec<HeapInfo>> {
         unsupported()
     }

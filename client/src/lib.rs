@@ -2,6 +2,7 @@
 //! pieces it is made of, reusable by tests and tools.
 
 pub mod bench;
+pub mod bench_into;
 pub mod cli;
 pub mod echo;
 mod rate;

@@ -50,6 +50,19 @@ impl Session {
         Ok(call(self.proxy().load(&pfd, req)))
     }
 
+    /// loadInto (v2): fills `target` (the caller's buffer) at `target_offset`.
+    pub fn load_into(
+        &self,
+        file: impl AsFd,
+        req: &LoadRequest,
+        target: impl AsFd,
+        target_offset: i64,
+    ) -> Result<CallResult<LoadResult>> {
+        let pfd = pfd_of(file)?;
+        let tpfd = pfd_of(target)?;
+        Ok(call(self.proxy().loadInto(&pfd, req, &tpfd, target_offset)))
+    }
+
     /// Starts an async load; events arrive on the returned receiver.
     pub fn load_async(&self, file: impl AsFd, req: &LoadRequest) -> Result<CallResult<AsyncLoad>> {
         let pfd = pfd_of(file)?;

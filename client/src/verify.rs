@@ -66,6 +66,40 @@ pub fn verify(
     result
 }
 
+/// Maps the whole `target` read-only and checks its bytes `at..at + len` equal
+/// `file[offset..offset + len]` (a loadInto target: the rest is the caller's).
+pub fn verify_range(
+    target: BorrowedFd<'_>,
+    size: u64,
+    at: u64,
+    len: u64,
+    file: &File,
+    offset: u64,
+) -> Result<Verified> {
+    if len == 0 {
+        return Ok(Verified {
+            data_len: 0,
+            padding: 0,
+            xxh3: twox_hash::XxHash3_64::oneshot(&[]),
+        });
+    }
+    let is_dmabuf = dmabuf_exporter(target)?.is_some();
+    let map = BufferView::map(target, size as usize).context("mapping the target read-only")?;
+    if is_dmabuf {
+        begin_cpu_read(target)?;
+    }
+    let result = compare(
+        &map.as_slice()[at as usize..(at + len) as usize],
+        len as usize,
+        file,
+        offset,
+    );
+    if is_dmabuf {
+        end_cpu_read(target)?;
+    }
+    result
+}
+
 fn compare(mem: &[u8], data_len: usize, file: &File, offset: u64) -> Result<Verified> {
     const CHUNK: usize = 4 << 20;
     let mut buf = vec![0u8; CHUNK.min(data_len.max(1))];

@@ -152,11 +152,46 @@ fn heaps_and_info() {
     let o = run(&f, &["info", "--json"]);
     assert!(o.status.success());
     let v = json(&o);
-    assert_eq!(v["interface_version"], 1);
+    assert_eq!(v["interface_version"], 2);
     assert_eq!(v["interface_hash"], v["client_interface_hash"]);
     assert_eq!(v["max_load_bytes"], 64 << 20);
     let o = run(&f, &["info"]);
-    assert!(String::from_utf8_lossy(&o.stdout).contains("interface       version 1"));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("interface       version 2"));
+}
+
+#[test]
+fn load_into_a_client_buffer_verifies_and_refusals_exit_3() {
+    let f = start();
+    let p = file(f.dir.path(), "into.bin", 3_000_000);
+    // The client allocates a 4 MiB memfd (this host has no dma-buf) and the service fills
+    // it at an unaligned offset; the command checks the range byte for byte and the checksum.
+    let o = run(
+        &f,
+        &[
+            "load",
+            p.to_str().unwrap(),
+            "--into",
+            "memfd:4194304:4099",
+            "--offset",
+            "7",
+            "--checksum",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = json(&o);
+    assert_eq!(v["verified"], true, "{v}");
+    assert_eq!(v["data_length"], 3_000_000 - 7);
+    assert_eq!(v["target_offset"], 4099);
+    assert_eq!(v["exporter"], "memfd");
+    // A target too small for the range: the service's ErrorCode, exit 3.
+    let o = run(&f, &["load", p.to_str().unwrap(), "--into", "memfd:4096"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("TARGET_TOO_SMALL (18)"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 #[test]
@@ -193,6 +228,34 @@ fn bench_runs_both_modes() {
     let v = json(&o);
     assert!(v["load_file"]["p50_us"].as_f64().unwrap() > 0.0, "{v}");
     assert!(v["bare_fd_call"]["p50_us"].as_f64().unwrap() > 0.0, "{v}");
+    // --into: fresh-buffer loads vs loads into one reused client buffer, the service (in this
+    // process) measured through --service-pid.
+    let pid = std::process::id().to_string();
+    let o = run(
+        &f,
+        &[
+            "bench",
+            p.to_str().unwrap(),
+            "--into",
+            "memfd",
+            "--rounds",
+            "2",
+            "--service-pid",
+            &pid,
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = json(&o);
+    let names: Vec<_> = v["contenders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["fresh", "client-alloc+into", "reuse"], "{v}");
+    assert_eq!(v["contenders"][2]["alloc_ms"], 0.0, "{v}");
+    assert!(v["contenders"][0]["service_cpu_ms"].is_number(), "{v}");
 }
 
 /// Runs the command with `--socket SOCKET` (no fixture), as `uid` when given.

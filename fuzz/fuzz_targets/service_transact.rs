@@ -221,7 +221,8 @@ fuzz_target!(|input: Input| {
                 }
             };
         }
-        let code = FIRST_CALL_TRANSACTION + u32::from(input.method % 5);
+        // The 7 methods of v2 (loadFile .. getServiceInfo, then loadInto, loadIntoAsync).
+        let code = FIRST_CALL_TRANSACTION + u32::from(input.method % 7);
         // Any reply or error is fine: the call must only not crash, hang or leak.
         let _ = remote.submit_transact(code, &data, 0);
     }

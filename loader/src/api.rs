@@ -15,6 +15,9 @@ pub enum BufferKind {
     Udmabuf,
     /// A plain memfd: NOT a dma-buf; only where the machine has no dma-buf source.
     Memfd,
+    /// A dma-buf from another exporter (a GPU or camera driver, vgem): only ever a client's
+    /// [`Loader::load_into`](crate::Loader::load_into) target, never allocated here.
+    DmaBuf,
 }
 
 /// How the bytes reached the buffer. Mirrors AIDL `IoPath`.
@@ -116,6 +119,30 @@ pub struct Loaded {
     pub checksum: Option<(ChecksumType, u64)>,
 }
 
+/// A client-owned buffer filled by [`Loader::run_into`](crate::Loader::run_into). The
+/// target itself stays the caller's: the loader kept no reference to it.
+#[derive(Debug)]
+pub struct Filled {
+    pub data_len: u64,
+    /// Where the data starts in the target.
+    pub target_offset: u64,
+    /// Size of the whole target (dma-buf size, or memfd size).
+    pub target_size: u64,
+    /// The target's exporter (`exp_name`: "system", "udmabuf", "vgem", ...) or "memfd".
+    pub exporter: String,
+    /// `DmaHeap` when the exporter is a dma-heap of this machine, `Udmabuf`, `Memfd`, or
+    /// `DmaBuf` for any other exporter.
+    pub kind: BufferKind,
+    pub io_path: IoPath,
+    /// Why that path, including why the paths before it in the chain did not apply.
+    pub io_path_reason: String,
+    /// Page size of the target's memory: the memfd's (st_blksize: 4096, or the hugetlb page
+    /// size); 0 for a dma-buf, whose exporter's page size the loader cannot see.
+    pub page_size: u64,
+    pub total_time: Duration,
+    pub checksum: Option<(ChecksumType, u64)>,
+}
+
 /// Kernel features found at run time.
 #[derive(Clone, Debug, Default)]
 pub struct Capabilities {
@@ -176,6 +203,15 @@ pub enum ErrorKind {
     PermissionDenied,
     InvalidArgument,
     Internal,
+    /// A load-into target is not a dma-buf (nor, where the machine has no dma-buf source,
+    /// a memfd).
+    NotADmabuf,
+    /// A load-into target ends before `target_offset + length`.
+    TargetTooSmall,
+    /// A load-into target is not open O_RDWR, or is sealed against writes.
+    TargetNotWritable,
+    /// A load-into target's exporter refuses both a CPU mapping and io_uring registration.
+    TargetNotMappable,
 }
 
 /// A load failure: its kind plus a human-readable chain of context (anyhow inside).

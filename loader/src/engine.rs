@@ -83,12 +83,7 @@ pub(crate) fn run(
     ctl: &LoadControl<'_>,
 ) -> Result<Loaded> {
     let started = Instant::now();
-    let mut progress = Progress {
-        ctl,
-        total: p.source.len,
-        done: 0,
-        reported: 0,
-    };
+    let mut progress = Progress::new(ctl, p.source.len);
     progress.check()?;
     if small_unmapped(config, &p) {
         return small(config, p, &mut progress, started);
@@ -302,8 +297,9 @@ fn next_path(p: IoPath) -> IoPath {
     }
 }
 
-/// Runs the chain from the chosen path until one path fills the whole range.
-fn fill(
+/// Runs the chain from the chosen path until one path fills the whole range. The range lands
+/// at offset 0 of `map` (a load-into target's mapping is a window starting at its offset).
+pub(crate) fn fill(
     config: &Config,
     caps: &Capabilities,
     src: &Source,
@@ -481,7 +477,9 @@ fn direct(
             "the range is smaller than one {oa}-byte O_DIRECT block"
         )));
     }
-    if (body_start - off) % ma != 0 {
+    // The memory address, not the offset in the mapping: a load-into target's window need
+    // not start on a page.
+    if (map.as_ptr() as u64 + (body_start - off)) % ma != 0 {
         return Err(fallback(format!(
             "offset {off} puts the data at a memory address O_DIRECT cannot target ({ma}-byte alignment needed)"
         )));
@@ -694,7 +692,7 @@ fn finish_pieces(
 }
 
 /// Progress reporting + cancellation/deadline checks, between completions.
-struct Progress<'c, 'a> {
+pub(crate) struct Progress<'c, 'a> {
     ctl: &'c LoadControl<'a>,
     total: u64,
     /// Bytes of the current attempt.
@@ -703,8 +701,17 @@ struct Progress<'c, 'a> {
     reported: u64,
 }
 
-impl Progress<'_, '_> {
-    fn check(&self) -> Result<()> {
+impl<'c, 'a> Progress<'c, 'a> {
+    pub(crate) fn new(ctl: &'c LoadControl<'a>, total: u64) -> Self {
+        Progress {
+            ctl,
+            total,
+            done: 0,
+            reported: 0,
+        }
+    }
+
+    pub(crate) fn check(&self) -> Result<()> {
         if self.ctl.cancel.is_cancelled() {
             return Err(LoadError::msg(ErrorKind::Cancelled, "load cancelled"));
         }
@@ -803,7 +810,7 @@ impl Drop for Populator {
 }
 
 /// XXH3-64, seed 0: the value clients compare with their own hash of the file.
-fn xxh3_64(data: &[u8]) -> u64 {
+pub(crate) fn xxh3_64(data: &[u8]) -> u64 {
     twox_hash::XxHash3_64::oneshot(data)
 }
 

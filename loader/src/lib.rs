@@ -6,7 +6,9 @@
 //! few safe helpers ([`BufferView`], [`Loader::allocate`], [`device_read`]). Everything else is
 //! private: start reading at `engine.rs` for the data path; `source.rs` validates the fd and
 //! owns its identity (readlink, reopen, same-inode check), `buffer/` holds the providers,
-//! `uring.rs` the io_uring read loop, `sys/` every `unsafe` line.
+//! `uring.rs` the io_uring read loop, `sys/` every `unsafe` line. `target.rs` fills a buffer
+//! the caller already owns ([`Loader::load_into`], AIDL v2 `loadInto`) through the same
+//! readers.
 
 mod api;
 mod buffer;
@@ -16,6 +18,7 @@ mod loader;
 pub mod size;
 mod source;
 mod sys;
+mod target;
 mod uring;
 mod view;
 
@@ -25,7 +28,8 @@ pub use buffer::pages::{hugetlb_pools, shmem_thp_sizes, HugePages, HugetlbPool};
 pub use buffer::udmabuf::size_limit as udmabuf_size_limit;
 pub use engine::SMALL_RANGE;
 pub use limit::{device_read, page_cache_bytes};
-pub use loader::{Loader, Prepared};
+pub use loader::{Loader, Prepared, PreparedInto};
 pub use source::SourceError;
 pub use sys::statx::{dio_align, DioAlign};
+pub use target::TargetError;
 pub use view::{begin_cpu_read, end_cpu_read, BufferView, MappedBuffer};

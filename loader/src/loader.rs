@@ -5,10 +5,11 @@ use std::os::fd::BorrowedFd;
 use anyhow::anyhow;
 
 use crate::api::{
-    BufferKind, Capabilities, Config, ErrorKind, HeapInfo, LoadControl, LoadError, LoadRequest,
-    Loaded, Result,
+    BufferKind, Capabilities, Config, ErrorKind, Filled, HeapInfo, LoadControl, LoadError,
+    LoadRequest, Loaded, Result,
 };
 use crate::source::{self, Source};
+use crate::target::{self, Target};
 use crate::{buffer, engine, sys};
 
 /// The engine. `Send + Sync`: share one with `Arc` and run loads from many threads.
@@ -19,6 +20,9 @@ pub struct Loader {
     caps: Capabilities,
     /// udmabuf's size limit (udmabuf.size_limit_mb), when it has one.
     udmabuf_limit: Option<u64>,
+    /// The machine has no dma-buf source at all (no dma-heap, no udmabuf): load-into targets
+    /// may be memfds. Independent of `allowed_heaps`, which limits what we allocate.
+    memfd_targets: bool,
 }
 
 /// A validated request: our dup of the source fd, the resolved range and heap. Cheap to
@@ -46,6 +50,31 @@ impl Prepared {
     /// ("fd:N" when it has no name), for logs.
     pub fn path(&self) -> &str {
         &self.source.path
+    }
+}
+
+/// A validated load-into request: our dups of the source and the target fd, the resolved
+/// range, and the target's mapping. Holds no memory of its own.
+#[derive(Debug)]
+pub struct PreparedInto {
+    pub(crate) source: Source,
+    pub(crate) target: Target,
+    pub(crate) req: LoadRequest,
+}
+
+impl PreparedInto {
+    pub fn data_len(&self) -> u64 {
+        self.source.len
+    }
+    pub fn target_size(&self) -> u64 {
+        self.target.size()
+    }
+    /// The target's exporter ("system", "udmabuf", "vgem", ... or "memfd").
+    pub fn exporter(&self) -> &str {
+        self.target.exporter()
+    }
+    pub fn target_kind(&self) -> BufferKind {
+        self.target.kind()
     }
 }
 
@@ -152,11 +181,14 @@ impl Loader {
                 l >> 20
             );
         }
+        let memfd_targets = !buffer::udmabuf::present(&config.udmabuf_path)
+            && buffer::dma_heap::list(&config.dma_heap_dir).is_empty();
         Ok(Loader {
             config,
             heaps,
             caps,
             udmabuf_limit,
+            memfd_targets,
         })
     }
 
@@ -250,6 +282,94 @@ impl Loader {
     /// Allocates and fills the buffer; returns it only when complete and correct.
     pub fn run(&self, p: Prepared, ctl: &LoadControl<'_>) -> Result<Loaded> {
         engine::run(&self.config, &self.caps, p, ctl)
+    }
+
+    /// Validates a load into a buffer the caller owns (`target`, at byte `target_offset`):
+    /// the source as [`prepare`](Self::prepare) does, then the target (see `target.rs`: a
+    /// dma-buf, or a memfd where the machine has no dma-buf source; O_RDWR; not the source;
+    /// large enough) and maps the range. `req.heap` and `req.read_only` do not apply to a
+    /// buffer the caller owns and must be unset.
+    pub fn prepare_into(
+        &self,
+        fd: BorrowedFd<'_>,
+        req: &LoadRequest,
+        target: BorrowedFd<'_>,
+        target_offset: u64,
+    ) -> Result<PreparedInto> {
+        if req.heap.as_deref().is_some_and(|h| !h.is_empty()) {
+            return Err(LoadError::msg(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "heap {:?} given for a load into the caller's own buffer: nothing is allocated, leave it empty",
+                    req.heap.as_deref().unwrap_or_default()
+                ),
+            ));
+        }
+        if req.read_only {
+            return Err(LoadError::msg(
+                ErrorKind::InvalidArgument,
+                "read-only applies to buffers the service hands out, not to the caller's own target",
+            ));
+        }
+        let source = source::validate(fd, req, &self.config)?;
+        let policy = target::Policy {
+            memfd_targets: self.memfd_targets,
+            dma_heap_dir: &self.config.dma_heap_dir,
+        };
+        let target = target::validate(target, target_offset, source.len, &source, &policy)?;
+        if target.kind() == BufferKind::Memfd {
+            // Unallocated memfd pages are allocated by our writes; refuse what cannot fit
+            // rather than end in the OOM killer, as for our own memfd buffers.
+            buffer::memory::check_fits_in_memory(source.len)
+                .map_err(|e| LoadError::new(ErrorKind::AllocationFailed, e))?;
+        }
+        Ok(PreparedInto {
+            source,
+            target,
+            req: req.clone(),
+        })
+    }
+
+    /// Fills the prepared target; `Ok` only when the whole range was read. After an error the
+    /// range of the target is unspecified and the rest of it untouched.
+    pub fn run_into(&self, p: PreparedInto, ctl: &LoadControl<'_>) -> Result<Filled> {
+        target::run(&self.config, &self.caps, p.source, p.target, &p.req, ctl)
+    }
+
+    /// `prepare_into` + `run_into`.
+    pub fn load_into(
+        &self,
+        fd: BorrowedFd<'_>,
+        req: &LoadRequest,
+        target: BorrowedFd<'_>,
+        target_offset: u64,
+        ctl: &LoadControl<'_>,
+    ) -> Result<Filled> {
+        let p = self.prepare_into(fd, req, target, target_offset)?;
+        self.run_into(p, ctl)
+    }
+
+    /// Allocates an empty, finished buffer of `size` bytes from `heap` ("" = the default) the
+    /// way a client allocates its own: for callers that bring their own target to
+    /// [`load_into`](Self::load_into) (the client's `load --into`, its bench, tests). A dma-buf
+    /// unless the heap is `memfd` (then sealed against shrinking and growing, as targets must).
+    pub fn allocate_target(
+        &self,
+        heap: &str,
+        size: u64,
+    ) -> Result<(std::os::fd::OwnedFd, HeapInfo)> {
+        let heap = self.resolve_heap(Some(heap))?.clone();
+        if !self.fits(&heap, size) {
+            return Err(LoadError::msg(
+                ErrorKind::TooLarge,
+                format!("{size} bytes exceed the udmabuf limit"),
+            ));
+        }
+        let (buf, map) =
+            buffer::Buffer::allocate(&heap, size, &self.config, "dmabuf-loader-target")?;
+        drop(map);
+        let fd = buf.finish(false, "dmabuf-loader-target", &self.config)?;
+        Ok((fd, heap))
     }
 
     /// `prepare` + `run`.

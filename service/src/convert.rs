@@ -53,6 +53,7 @@ pub fn buffer_kind_to_aidl(k: core::BufferKind) -> BufferKind {
         core::BufferKind::DmaHeap => BufferKind::DMA_HEAP,
         core::BufferKind::Udmabuf => BufferKind::UDMABUF,
         core::BufferKind::Memfd => BufferKind::MEMFD,
+        core::BufferKind::DmaBuf => BufferKind::DMA_BUF,
     }
 }
 
@@ -98,6 +99,32 @@ pub fn result_to_aidl(l: core::Loaded) -> LoadResult {
         totalNanos: nanos(l.total_time),
         checksumType: checksum_type,
         checksum,
+        dataOffset: 0,
+        pageSize: l.page_size as i64,
+    }
+}
+
+/// The AIDL result of a load into the caller's own buffer: `buffer` is `target` (a dup of the
+/// caller's fd, which the reply hands back), the data at `dataOffset`.
+pub fn filled_to_aidl(f: core::Filled, target: std::os::fd::OwnedFd) -> LoadResult {
+    let (checksum_type, checksum) = match f.checksum {
+        Some((core::ChecksumType::Xxh3_64, v)) => (ChecksumType::XXH3_64, v as i64),
+        _ => (ChecksumType::NONE, 0),
+    };
+    LoadResult {
+        buffer: Some(ParcelFileDescriptor::new(target)),
+        dataLength: f.data_len as i64,
+        bufferSize: f.target_size as i64,
+        heapName: f.exporter,
+        bufferKind: buffer_kind_to_aidl(f.kind),
+        ioPath: io_path_to_aidl(f.io_path),
+        ioPathReason: f.io_path_reason,
+        allocNanos: 0,
+        totalNanos: nanos(f.total_time),
+        checksumType: checksum_type,
+        checksum,
+        dataOffset: f.target_offset as i64,
+        pageSize: f.page_size as i64,
     }
 }
 

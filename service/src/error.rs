@@ -28,6 +28,10 @@ pub fn error_code(kind: ErrorKind) -> ErrorCode {
         ErrorKind::PermissionDenied => ErrorCode::PERMISSION_DENIED,
         ErrorKind::InvalidArgument => ErrorCode::INVALID_ARGUMENT,
         ErrorKind::Internal => ErrorCode::INTERNAL,
+        ErrorKind::NotADmabuf => ErrorCode::NOT_A_DMABUF,
+        ErrorKind::TargetTooSmall => ErrorCode::TARGET_TOO_SMALL,
+        ErrorKind::TargetNotWritable => ErrorCode::TARGET_NOT_WRITABLE,
+        ErrorKind::TargetNotMappable => ErrorCode::TARGET_NOT_MAPPABLE,
     }
 }
 
@@ -37,7 +41,7 @@ pub fn error_kind(code: i32) -> Option<ErrorKind> {
 }
 
 /// Every engine error kind, in AIDL code order.
-pub const ALL_KINDS: [ErrorKind; 16] = [
+pub const ALL_KINDS: [ErrorKind; 20] = [
     ErrorKind::BadFd,
     ErrorKind::PathOnlyFd,
     ErrorKind::NotReadable,
@@ -54,6 +58,10 @@ pub const ALL_KINDS: [ErrorKind; 16] = [
     ErrorKind::PermissionDenied,
     ErrorKind::InvalidArgument,
     ErrorKind::Internal,
+    ErrorKind::NotADmabuf,
+    ErrorKind::TargetTooSmall,
+    ErrorKind::TargetNotWritable,
+    ErrorKind::TargetNotMappable,
 ];
 
 /// The message sent with a failure: the whole context chain, on one line.
@@ -93,12 +101,12 @@ mod tests {
     #[test]
     fn every_kind_has_a_distinct_code_matching_the_aidl_order() {
         let codes: Vec<i32> = ALL_KINDS.iter().map(|k| error_code(*k).0).collect();
-        assert_eq!(codes, (1..=16).collect::<Vec<_>>());
+        assert_eq!(codes, (1..=20).collect::<Vec<_>>());
         for k in ALL_KINDS {
             assert_eq!(error_kind(error_code(k).0), Some(k));
         }
         assert_eq!(error_kind(0), None);
-        assert_eq!(error_kind(17), None);
+        assert_eq!(error_kind(21), None);
         for k in ALL_KINDS {
             let name = error_code_name(error_code(k).0);
             assert!(!name.contains('('), "{k:?} has no AIDL name: {name}");

@@ -4,6 +4,8 @@
 //! (cheap, no allocation), admit the load against the shared budget, then run it. Failures
 //! before the load starts are thrown as ServiceSpecificExceptions from the call itself (also
 //! for `loadAsync`); failures after an async load started arrive at `ILoadCallback.onError`.
+//! `loadInto`/`loadIntoAsync` (v2) take the same steps with the caller's own buffer as the
+//! destination: the engine validates the target too, nothing is allocated.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,9 +26,9 @@ use dmabuf_loader_binder::{
 
 use crate::admission::Admission;
 use crate::config::ServiceConfig;
-use crate::convert::{heap_to_aidl, request_from_aidl, result_to_aidl};
+use crate::convert::{filled_to_aidl, heap_to_aidl, request_from_aidl, result_to_aidl};
 use crate::error::OrBinderStatus;
-use crate::task::{self, AsyncLoad, TaskRegistry};
+use crate::task::{self, AsyncLoad, Job, TaskRegistry};
 
 /// The service state shared by every binder thread.
 pub struct DmabufLoaderService {
@@ -151,6 +153,64 @@ impl DmabufLoaderService {
     }
 }
 
+/// The caller's `targetOffset`, refused when negative.
+fn target_offset(off: i64) -> Result<u64, LoadError> {
+    u64::try_from(off).map_err(|_| {
+        LoadError::msg(
+            ErrorKind::InvalidRange,
+            format!("targetOffset {off} is negative"),
+        )
+    })
+}
+
+/// Our dup of the caller's target, handed back in the result (the engine keeps none).
+fn dup_target(target: &ParcelFileDescriptor) -> Result<std::os::fd::OwnedFd, LoadError> {
+    borrow_pfd(target).try_clone_to_owned().map_err(|e| {
+        LoadError::new(
+            ErrorKind::Internal,
+            anyhow::Error::new(e).context("dup of the target for the result"),
+        )
+    })
+}
+
+impl DmabufLoaderService {
+    /// A synchronous load into the caller's buffer, on the calling binder thread. The budget
+    /// counts the range's bytes: the service allocates nothing, but the I/O is the same.
+    fn load_into_sync(
+        &self,
+        fd: &ParcelFileDescriptor,
+        request: &LoadRequest,
+        target: &ParcelFileDescriptor,
+        offset: i64,
+    ) -> Result<LoadResult, LoadError> {
+        let uid = self.check_caller()?;
+        let req = request_from_aidl(request)?;
+        let offset = target_offset(offset)?;
+        let prepared =
+            self.loader
+                .prepare_into(borrow_pfd(fd), &req, borrow_pfd(target), offset)?;
+        let permit = self.admission.try_admit(uid, prepared.data_len())?;
+        let entry = self.tasks.register()?;
+        let ctl = LoadControl {
+            cancel: entry.cancel.clone(),
+            deadline: self.deadline(),
+            progress: None,
+        };
+        let exporter = prepared.exporter().to_string();
+        let filled = self.loader.run_into(prepared, &ctl)?;
+        log::info!(
+            "load {}: uid {uid}: {} bytes into the caller's {exporter} buffer at {} via {} in {:.1} ms",
+            entry.id,
+            filled.data_len,
+            filled.target_offset,
+            filled.io_path,
+            filled.total_time.as_secs_f64() * 1e3
+        );
+        drop(permit);
+        Ok(filled_to_aidl(filled, dup_target(target)?))
+    }
+}
+
 /// Loads smaller than this log at debug level, larger ones at info.
 const SMALL_LOAD_LOG: u64 = 1 << 20;
 
@@ -203,7 +263,55 @@ impl IDmabufLoader for DmabufLoaderService {
             let what = describe(uid, &prepared);
             task::spawn(AsyncLoad {
                 loader: Arc::clone(&self.loader),
-                prepared,
+                job: Job::Allocate(prepared),
+                permit,
+                entry,
+                deadline: self.deadline(),
+                callback: callback.clone(),
+                what,
+            })
+        };
+        start().or_status()
+    }
+
+    fn loadInto(
+        &self,
+        fd: &ParcelFileDescriptor,
+        request: &LoadRequest,
+        target: &ParcelFileDescriptor,
+        offset: i64,
+    ) -> BinderResult<LoadResult> {
+        self.load_into_sync(fd, request, target, offset).or_status()
+    }
+
+    fn loadIntoAsync(
+        &self,
+        fd: &ParcelFileDescriptor,
+        request: &LoadRequest,
+        target: &ParcelFileDescriptor,
+        offset: i64,
+        callback: &Strong<dyn ILoadCallback>,
+    ) -> BinderResult<Strong<dyn ILoadTask>> {
+        let start = || -> Result<Strong<dyn ILoadTask>, LoadError> {
+            let uid = self.check_caller()?;
+            let req = request_from_aidl(request)?;
+            let offset = target_offset(offset)?;
+            let prepared =
+                self.loader
+                    .prepare_into(borrow_pfd(fd), &req, borrow_pfd(target), offset)?;
+            let permit = self.admission.try_admit(uid, prepared.data_len())?;
+            let entry = self.tasks.register()?;
+            let what = format!(
+                "uid {uid}: {} bytes into the caller's {} buffer at {offset}",
+                prepared.data_len(),
+                prepared.exporter()
+            );
+            task::spawn(AsyncLoad {
+                loader: Arc::clone(&self.loader),
+                job: Job::Into {
+                    prepared,
+                    reply: dup_target(target)?,
+                },
                 permit,
                 entry,
                 deadline: self.deadline(),

@@ -11,14 +11,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dmabuf_loader::{CancelToken, ErrorKind, LoadControl, LoadError, Loader, Prepared};
+use dmabuf_loader::{
+    CancelToken, ErrorKind, LoadControl, LoadError, Loader, Prepared, PreparedInto,
+};
 
 use dmabuf_loader_binder::aidl::ILoadCallback::ILoadCallback;
 use dmabuf_loader_binder::aidl::ILoadTask::{BnLoadTask, ILoadTask};
 use dmabuf_loader_binder::{self as binder, error_code_name, BinderResult, Interface, Strong};
 
 use crate::admission::Permit;
-use crate::convert::result_to_aidl;
+use crate::convert::{filled_to_aidl, result_to_aidl};
 use crate::error::{error_code, error_message};
 
 /// Minimum interval between two progress callbacks (the last one is always sent).
@@ -111,10 +113,31 @@ impl ILoadTask for LoadTask {
     }
 }
 
+/// What an async load does.
+pub enum Job {
+    /// `loadAsync`: a new buffer from a heap.
+    Allocate(Prepared),
+    /// `loadIntoAsync`: the caller's own buffer; `reply` is our dup of it for onComplete
+    /// (dropped, like the engine's, when the load ends either way).
+    Into {
+        prepared: PreparedInto,
+        reply: std::os::fd::OwnedFd,
+    },
+}
+
+impl Job {
+    fn data_len(&self) -> u64 {
+        match self {
+            Job::Allocate(p) => p.data_len(),
+            Job::Into { prepared, .. } => prepared.data_len(),
+        }
+    }
+}
+
 /// Everything an async load needs on its thread.
 pub struct AsyncLoad {
     pub loader: Arc<Loader>,
-    pub prepared: Prepared,
+    pub job: Job,
     pub permit: Permit,
     pub entry: TaskEntry,
     pub deadline: Option<Instant>,
@@ -163,7 +186,7 @@ pub fn spawn(load: AsyncLoad) -> Result<Strong<dyn ILoadTask>, LoadError> {
 fn run(load: AsyncLoad) {
     let AsyncLoad {
         loader,
-        prepared,
+        job,
         permit,
         entry,
         deadline,
@@ -171,7 +194,7 @@ fn run(load: AsyncLoad) {
         what,
     } = load;
     let id = entry.id;
-    let total = prepared.data_len();
+    let total = job.data_len();
     log::info!("task {id}: loading {what}");
 
     let cancel = entry.cancel.clone();
@@ -196,13 +219,8 @@ fn run(load: AsyncLoad) {
         progress: Some(&progress),
     };
     let started = Instant::now();
-    let outcome = loader.run(prepared, &ctl);
-    // The load is over: give its share back before telling the client, so a client that
-    // starts its next load the moment it hears of this one is not refused with BUSY.
-    drop(permit);
-    drop(entry);
-    let delivered = match outcome {
-        Ok(loaded) => {
+    let outcome = match job {
+        Job::Allocate(prepared) => loader.run(prepared, &ctl).map(|loaded| {
             log::info!(
                 "task {id}: loaded {} bytes from heap {} via {} in {:.1} ms",
                 loaded.data_len,
@@ -210,8 +228,25 @@ fn run(load: AsyncLoad) {
                 loaded.io_path,
                 started.elapsed().as_secs_f64() * 1e3
             );
-            callback.onComplete(&result_to_aidl(loaded))
-        }
+            result_to_aidl(loaded)
+        }),
+        Job::Into { prepared, reply } => loader.run_into(prepared, &ctl).map(|filled| {
+            log::info!(
+                "task {id}: filled {} bytes of the caller's {} buffer via {:?} in {:.1} ms",
+                filled.data_len,
+                filled.exporter,
+                filled.io_path,
+                started.elapsed().as_secs_f64() * 1e3
+            );
+            filled_to_aidl(filled, reply)
+        }),
+    };
+    // The load is over: give its share back before telling the client, so a client that
+    // starts its next load the moment it hears of this one is not refused with BUSY.
+    drop(permit);
+    drop(entry);
+    let delivered = match outcome {
+        Ok(result) => callback.onComplete(&result),
         Err(err) => {
             let code = error_code(err.kind);
             log::info!(

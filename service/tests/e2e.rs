@@ -441,7 +441,7 @@ fn heaps_info_version_hash() -> Result<()> {
     ensure!(!info.kernelRelease.is_empty(), "kernel release");
     let v = code(c.service.getInterfaceVersion()).map_err(|e| anyhow!("{e:?}"))?;
     let h = code(c.service.getInterfaceHash()).map_err(|e| anyhow!("{e:?}"))?;
-    ensure!(v == 1 && v == iface::VERSION, "version {v}");
+    ensure!(v == 2 && v == iface::VERSION, "version {v}");
     ensure!(h == iface::HASH && h.len() == 40, "hash {h}");
     Ok(())
 }
@@ -828,7 +828,24 @@ fn child_client(socket: &str, file: &str, mode: &str) -> Result<()> {
         1,
     )?;
     let f = File::open(file)?;
-    if mode == "async" {
+    if mode == "into-async" {
+        // The client's own buffer (a memfd here: this host has no dma-buf source), filled by
+        // loadIntoAsync while the client dies.
+        let core = dmabuf_loader::Loader::new(dmabuf_loader::Config::default())?;
+        let size = f.metadata()?.len().div_ceil(4096) * 4096;
+        let (target, _) = core
+            .allocate_target("memfd", size)
+            .map_err(|e| anyhow!("{e}"))?;
+        let (cb, _rx) = callback();
+        code(
+            c.service
+                .loadIntoAsync(&pfd(&f)?, &LoadRequest::default(), &pfd(&target)?, 0, &cb),
+        )
+        .map_err(|e| anyhow!("{e:?}"))?;
+        println!("started");
+        std::io::stdout().flush()?;
+        std::thread::sleep(Duration::from_secs(600));
+    } else if mode == "async" {
         let (cb, _rx) = callback();
         code(c.service.loadAsync(&pfd(&f)?, &LoadRequest::default(), &cb))
             .map_err(|e| anyhow!("{e:?}"))?;
@@ -897,7 +914,7 @@ fn kill_client_mid_load(mode: &str) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    if mode == "async" {
+    if mode.ends_with("async") {
         let log = svc.log_text();
         let cancelled = log.contains("callback died") || log.contains("progress callback failed");
         let finished_first = log.contains("did not take the result");
@@ -1063,6 +1080,9 @@ fn main() {
         trial("async_cancel", async_cancel),
         trial("sigkill_client_mid_async_load", || {
             kill_client_mid_load("async")
+        }),
+        trial("sigkill_client_mid_async_load_into_its_own_buffer", || {
+            kill_client_mid_load("into-async")
         }),
         trial("sigkill_client_mid_sync_load", || {
             kill_client_mid_load("sync")

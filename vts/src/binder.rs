@@ -1,6 +1,10 @@
 //! The suite's view of binder: the interface's names, where an instance lives ([`Target`]) and
 //! how to reach it. Everything binder-crate-specific (rsbinder on Linux, AOSP's `binder` on
 //! Android) is in the shared `dmabuf_loader_binder` crate; the cases use only the names here.
+//!
+//! The v1 suite (package vts/v1, `cfg(aidl_v1)`) takes the frozen v1 bindings the binder
+//! crate carries (`aidl_v1`: generated from aidl_api/vendor.dmabufloader/1 on the host,
+//! `vendor.dmabufloader-V1-rust` on Android): a client built before v2.
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -8,7 +12,16 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-pub use dmabuf_loader_binder::aidl::{
+#[cfg(not(aidl_v1))]
+use dmabuf_loader_binder::aidl as bindings;
+#[cfg(aidl_v1)]
+use dmabuf_loader_binder::aidl_v1 as bindings;
+#[cfg(not(aidl_v1))]
+pub use dmabuf_loader_binder::clone_result;
+#[cfg(aidl_v1)]
+pub use dmabuf_loader_binder::clone_result_v1 as clone_result;
+
+pub use bindings::{
     BufferKind::BufferKind,
     ChecksumType::ChecksumType,
     ErrorCode::ErrorCode,
@@ -22,8 +35,8 @@ pub use dmabuf_loader_binder::aidl::{
     ServiceInfo::ServiceInfo,
 };
 pub use dmabuf_loader_binder::{
-    borrow_pfd as fd, clone_result, error_code_name, load_file_with_null_fd, BinderResult,
-    CallError, Interface, ParcelFileDescriptor, Status, Strong, DESCRIPTOR,
+    borrow_pfd as fd, error_code_name, load_file_with_null_fd, BinderResult, CallError, Interface,
+    ParcelFileDescriptor, Status, Strong, DESCRIPTOR,
 };
 
 /// A live connection to one instance. Dropping it closes an RPC session (its callback

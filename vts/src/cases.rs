@@ -19,7 +19,7 @@ use crate::binder::{
 use crate::os::{self, page_size, round_up_to_page, verify_fd_contents};
 use crate::{Env, Instance};
 
-type Loader = binder::Strong<dyn IDmabufLoader>;
+pub(crate) type Loader = binder::Strong<dyn IDmabufLoader>;
 pub type CaseFn = Arc<dyn Fn(&Instance, &Env) -> Result<()> + Send + Sync>;
 
 /// Longest wait for an async load to end.
@@ -174,19 +174,21 @@ pub fn all() -> Vec<(String, CaseFn)> {
         "endurance.1000_loads_no_fd_growth".into(),
         Arc::new(endurance),
     );
+    #[cfg(not(aidl_v1))]
+    v.extend(crate::load_into::all());
     v
 }
 
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-fn loader(inst: &Instance) -> Result<(Arc<binder::Connection>, Loader)> {
+pub(crate) fn loader(inst: &Instance) -> Result<(Arc<binder::Connection>, Loader)> {
     let c = inst.connection()?;
     let l = c.service.clone();
     Ok((c, l))
 }
 
-fn open_ro(path: &Path) -> Result<ParcelFileDescriptor> {
+pub(crate) fn open_ro(path: &Path) -> Result<ParcelFileDescriptor> {
     let f = File::open(path).with_context(|| format!("open {}", path.display()))?;
     Ok(pfd(f))
 }
@@ -207,7 +209,7 @@ fn buffer_size_ok(data: u64, size: u64) -> bool {
 }
 
 /// The call must fail with ServiceSpecificException(`want`).
-fn expect_code<T: std::fmt::Debug>(
+pub(crate) fn expect_code<T: std::fmt::Debug>(
     res: BinderResult<T>,
     want: ErrorCode,
     what: &str,
@@ -245,7 +247,7 @@ impl std::fmt::Display for Busy {
 
 impl std::error::Error for Busy {}
 
-fn call<T>(res: BinderResult<T>, what: &str) -> Result<T> {
+pub(crate) fn call<T>(res: BinderResult<T>, what: &str) -> Result<T> {
     res.map_err(|s| match CallError::from_status(&s) {
         CallError::Service {
             code: c,
@@ -259,7 +261,7 @@ fn call<T>(res: BinderResult<T>, what: &str) -> Result<T> {
     })
 }
 
-fn heaps(l: &Loader) -> Result<Vec<HeapInfo>> {
+pub(crate) fn heaps(l: &Loader) -> Result<Vec<HeapInfo>> {
     let h = call(l.getHeaps(), "getHeaps")?;
     ensure!(!h.is_empty(), "getHeaps returned no heap");
     Ok(h)
@@ -578,34 +580,64 @@ fn load_and_check(
 // ---------------------------------------------------------------------------------------------
 // interface
 
+/// The hash frozen in aidl_api/vendor.dmabufloader/<version>/.hash at build time.
+fn frozen_hash(version: i32) -> Option<&'static str> {
+    match version {
+        1 => option_env!("VTS_FROZEN_AIDL_HASH_1"),
+        2 => option_env!("VTS_FROZEN_AIDL_HASH_2"),
+        _ => None,
+    }
+}
+
+/// The instance's interface version (a v2 suite runs against v1 instances too, skipping the
+/// v2 cases).
+pub(crate) fn remote_version(l: &Loader) -> Result<i32> {
+    call(l.getInterfaceVersion(), "getInterfaceVersion")
+}
+
 fn interface_version(inst: &Instance) -> Result<()> {
     let (_c, l) = loader(inst)?;
-    let v = call(l.getInterfaceVersion(), "getInterfaceVersion")?;
+    let v = remote_version(&l)?;
     ensure!(
-        binder::compiled_version() == 1,
-        "this suite was built against version {}",
+        v >= 1,
+        "getInterfaceVersion = {v}: frozen versions start at 1"
+    );
+    if frozen_hash(1).is_some() {
+        ensure!(
+            frozen_hash(binder::compiled_version()).is_some(),
+            "this suite was built against version {}, which is not frozen in aidl_api/",
+            binder::compiled_version()
+        );
+    }
+    eprintln!(
+        "note: instance reports version {v}; this suite was built against version {}",
         binder::compiled_version()
     );
-    ensure!(v == 1, "getInterfaceVersion = {v}, expected 1");
     Ok(())
 }
 
 fn interface_hash(inst: &Instance) -> Result<()> {
     let (_c, l) = loader(inst)?;
     let h = call(l.getInterfaceHash(), "getInterfaceHash")?;
+    let v = remote_version(&l)?;
     ensure!(!h.is_empty(), "getInterfaceHash is empty");
-    ensure!(
-        h == binder::compiled_hash(),
-        "getInterfaceHash {h:?} != the hash of the bindings {:?}",
-        binder::compiled_hash()
-    );
-    if let Some(frozen) = option_env!("VTS_FROZEN_AIDL_HASH") {
+    if v == binder::compiled_version() {
         ensure!(
-            h == frozen,
-            "getInterfaceHash {h:?} != frozen aidl_api/vendor.dmabufloader/1/.hash {frozen:?}"
+            h == binder::compiled_hash(),
+            "getInterfaceHash {h:?} != the hash of the bindings {:?} (same version {v})",
+            binder::compiled_hash()
         );
-    } else {
-        eprintln!("note: no frozen aidl_api/vendor.dmabufloader/1/.hash at build time; compared with the bindings' HASH {h:?}");
+    }
+    // A frozen version's hash is fixed forever: the service must report the one of the version
+    // it claims (a v2 service to a v1 client: the v2 hash; the client compares versions).
+    match frozen_hash(v) {
+        Some(frozen) => ensure!(
+            h == frozen,
+            "getInterfaceHash {h:?} != frozen aidl_api/vendor.dmabufloader/{v}/.hash {frozen:?}"
+        ),
+        None => eprintln!(
+            "note: version {v} has no frozen aidl_api/vendor.dmabufloader/{v}/.hash at build time; hash {h:?} not checked"
+        ),
     }
     Ok(())
 }

@@ -4,6 +4,9 @@
 
 pub mod binder;
 pub mod cases;
+/// The v2 cases (loadInto, loadIntoAsync); not in the v1 suite built from frozen v1.
+#[cfg(not(aidl_v1))]
+pub mod load_into;
 pub mod os;
 
 use std::collections::HashMap;

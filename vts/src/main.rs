@@ -12,6 +12,11 @@
 //! filters, `--exact`, `--skip`, `--test-threads`); tests run one at a time unless
 //! `--test-threads` says otherwise, as gtest does (the fd-count case needs a quiet process).
 
+// The v1 suite (package vts/v1, cfg(aidl_v1)) builds this file against its own library,
+// the same sources compiled with the frozen v1 bindings.
+#[cfg(aidl_v1)]
+extern crate vts_hal_dmabuf_loader_v1 as vts_hal_dmabuf_loader;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -2,7 +2,10 @@
 //! this process (the dmabuf_loader_service library, default limits) on a unix socket, and
 //! VtsHalDmabufLoaderTargetTest runs against it as a child process, as it would on a device.
 //! Afterwards the service must hold no more fds than before the suite: every buffer, file,
-//! callback and session the 61 cases caused was released.
+//! callback and session the cases caused was released.
+//!
+//! The same file is the host test of vts/v1 (`cfg(aidl_v1)`): there the suite is built from
+//! the frozen v1 bindings, a v1 client, and must pass against this (v2) service unchanged.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -49,7 +52,11 @@ fn vts_suite_passes_against_the_host_service_without_leaking_fds() {
     .unwrap();
     let fds_before = open_fds();
 
-    let status = Command::new(env!("CARGO_BIN_EXE_VtsHalDmabufLoaderTargetTest"))
+    #[cfg(not(aidl_v1))]
+    let suite = env!("CARGO_BIN_EXE_VtsHalDmabufLoaderTargetTest");
+    #[cfg(aidl_v1)]
+    let suite = env!("CARGO_BIN_EXE_VtsHalDmabufLoaderV1TargetTest");
+    let status = Command::new(suite)
         .arg("--socket")
         .arg(&sock)
         .arg("--tmpdir")

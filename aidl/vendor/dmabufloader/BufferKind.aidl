@@ -10,4 +10,9 @@ enum BufferKind {
     UDMABUF = 1,
     /** A plain memfd: NOT a dma-buf. Only on hosts with neither dma-heaps nor udmabuf. */
     MEMFD = 2,
+    /**
+     * Since version 2. A dma-buf from another exporter (a GPU, camera or NPU driver, vgem):
+     * only ever a loadInto() target, the service never allocates one.
+     */
+    DMA_BUF = 3,
 }

@@ -7,7 +7,10 @@ package vendor.dmabufloader;
 @VintfStability
 @Backing(type="int")
 enum ErrorCode {
-    /** The fd is null, closed or otherwise not usable. */
+    /**
+     * The fd is null, closed or otherwise not usable (for loadInto(): the source or the
+     * target; the message says which).
+     */
     BAD_FD = 1,
     /** The fd is an O_PATH fd: it grants no right to read. */
     PATH_ONLY_FD = 2,
@@ -39,4 +42,22 @@ enum ErrorCode {
     INVALID_ARGUMENT = 15,
     /** A failure inside the service that is not the caller's fault. */
     INTERNAL = 16,
+    /**
+     * Since version 2. The loadInto() target is not a dma-buf (a regular file, pipe, socket...;
+     * on a host without dma-bufs, not a memfd either). UNSUPPORTED_FILE_TYPE would blame the
+     * source.
+     */
+    NOT_A_DMABUF = 17,
+    /** Since version 2. targetOffset + length is past the end of the loadInto() target. */
+    TARGET_TOO_SMALL = 18,
+    /**
+     * Since version 2. The loadInto() target is not open read-write (O_RDONLY, O_PATH) or is
+     * sealed against writing. NOT_READABLE would blame the source.
+     */
+    TARGET_NOT_WRITABLE = 19,
+    /**
+     * Since version 2. The target's exporter lets the service neither map it for the CPU (mmap)
+     * nor register it with io_uring for the source: nothing could write into it.
+     */
+    TARGET_NOT_MAPPABLE = 20,
 }

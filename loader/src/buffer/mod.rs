@@ -106,6 +106,12 @@ impl Buffer {
     ) -> Result<(Buffer, Mapping)> {
         let len = usize::try_from(size)
             .map_err(|_| LoadError::msg(ErrorKind::TooLarge, "size exceeds address space"))?;
+        if heap.kind == BufferKind::DmaBuf {
+            return Err(LoadError::msg(
+                ErrorKind::Internal,
+                "no heap allocates foreign dma-bufs",
+            ));
+        }
         if heap.kind == BufferKind::DmaHeap {
             // The system heaps allocate page by page with ordinary GFP flags: a buffer larger
             // than memory would end in reclaim and the OOM killer (seen in the VM rig), not
@@ -182,14 +188,28 @@ impl Buffer {
         ))
     }
 
+    /// A client's buffer (a load-into target, see `target.rs`) as the engine's destination:
+    /// `heap.kind` is `Memfd` (shmem pages: O_DIRECT, populate-ahead) or `DmaBuf` (a dma-buf
+    /// mapping: CPU copy only), `fd` our dup of it. Never `finish`ed: the client keeps it.
+    pub(crate) fn client_target(heap: HeapInfo, size: u64, fd: OwnedFd) -> Buffer {
+        Buffer {
+            heap,
+            size,
+            pages: PagePlan::Base,
+            pages_note: None,
+            fd,
+            early_dmabuf: OnceLock::new(),
+        }
+    }
+
     /// A small memfd-backed buffer (memfd, udmabuf) with no mapping: the engine's small-load
     /// path fills it with [`Buffer::write_all_at`], which spares an mmap, a page fault and
     /// an munmap (a TLB shootdown in a multi-threaded service) per load.
     pub fn allocate_unmapped(heap: &HeapInfo, size: u64, name: &str) -> Result<Buffer> {
-        if heap.kind == BufferKind::DmaHeap {
+        if matches!(heap.kind, BufferKind::DmaHeap | BufferKind::DmaBuf) {
             return Err(LoadError::msg(
                 ErrorKind::Internal,
-                "a dma-heap buffer can only be filled through a mapping",
+                "a dma-buf can only be filled through a mapping",
             ));
         }
         let fd = memfd::create(name, size).map_err(alloc_err)?;
@@ -229,7 +249,7 @@ impl Buffer {
     /// much of the mapping it PMD-mapped; 0 for a dma-heap (its own choice, not visible).
     pub fn page_size_seen(&self, map: &Mapping) -> u64 {
         match (self.heap.kind, self.pages) {
-            (BufferKind::DmaHeap, _) => 0,
+            (BufferKind::DmaHeap | BufferKind::DmaBuf, _) => 0,
             (_, PagePlan::Hugetlb(ps)) => ps,
             (_, PagePlan::Thp(ps)) => {
                 pages::thp_page_size_seen(map.as_ptr() as usize, map.len(), ps)
@@ -240,7 +260,7 @@ impl Buffer {
 
     /// The memfd whose pages the mapping shows (memfd, udmabuf), if any.
     pub fn memfd(&self) -> Option<BorrowedFd<'_>> {
-        (self.heap.kind != BufferKind::DmaHeap).then(|| self.fd.as_fd())
+        matches!(self.heap.kind, BufferKind::Memfd | BufferKind::Udmabuf).then(|| self.fd.as_fd())
     }
 
     /// The dma-buf itself, before it is filled, for a device to DMA into (the io_uring
@@ -249,7 +269,8 @@ impl Buffer {
     /// here instead of letting the reads fault them in). `None` for a memfd: not a dma-buf.
     pub fn dmabuf_now(&self, config: &Config) -> Result<Option<BorrowedFd<'_>>> {
         match self.heap.kind {
-            BufferKind::Memfd => Ok(None),
+            // A client's dma-buf target is not registered yet (see target.rs).
+            BufferKind::Memfd | BufferKind::DmaBuf => Ok(None),
             BufferKind::DmaHeap => Ok(Some(self.fd.as_fd())),
             BufferKind::Udmabuf => {
                 if self.early_dmabuf.get().is_none() {
@@ -302,6 +323,10 @@ impl Buffer {
                 Ok(dmabuf) // the memfd (self.fd) closes here; the dma-buf holds the pages
             }
             BufferKind::DmaHeap => Ok(self.fd),
+            BufferKind::DmaBuf => Err(LoadError::msg(
+                ErrorKind::Internal,
+                "a client's dma-buf is never handed out as a new buffer",
+            )),
         }
     }
 }

@@ -288,7 +288,7 @@ fn remember_file_refusal(dev: u64, errno: i32) {
 /// What the buffer falls back to when this path is refused.
 fn fallback_path(buffer: &Buffer) -> IoPath {
     match buffer.heap.kind {
-        BufferKind::DmaHeap => IoPath::Buffered,
+        BufferKind::DmaHeap | BufferKind::DmaBuf => IoPath::Buffered,
         BufferKind::Udmabuf | BufferKind::Memfd => IoPath::DirectRegistered,
     }
 }

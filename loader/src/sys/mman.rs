@@ -10,10 +10,26 @@ use nix::sys::mman::{mmap, mmap_anonymous, munmap, MapFlags, MmapAdvise, ProtFla
 /// A `MAP_SHARED` (file) or `MAP_PRIVATE|MAP_ANONYMOUS` read/write mapping, unmapped on drop.
 /// Pages are NOT populated at creation: they are faulted in by the first write, a DMA pin
 /// (GUP) or [`Mapping::populate_write`].
+///
+/// A mapping made by [`Mapping::shared_rw_window`] shows only a byte range of the file that
+/// need not start or end on a page: `as_ptr`/`len`/the slices are that window, while the
+/// kernel mapping around it covers whole pages (`head` bytes before it, `tail` after).
 #[derive(Debug)]
 pub struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
+    /// Bytes of the kernel mapping before `ptr` (0 unless a window).
+    head: usize,
+    /// Bytes of the kernel mapping after the window (0 unless a window).
+    tail: usize,
+}
+
+fn page_size() -> usize {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map(|v| v as usize)
+        .unwrap_or(4096)
 }
 
 // SAFETY: the mapping is plain memory owned by this value; access goes through `&self`/
@@ -42,6 +58,52 @@ impl Mapping {
         Ok(Self {
             ptr: ptr.cast(),
             len,
+            head: 0,
+            tail: 0,
+        })
+    }
+
+    /// Maps the bytes `offset..offset + len` of `fd`, shared and writable: the kernel maps the
+    /// whole pages around them, the returned mapping shows exactly that window. A write
+    /// through it cannot reach a byte of the file outside the window (the slices end there).
+    /// `align` is the file's page size when it is larger than the base page (a hugetlb
+    /// memfd maps and unmaps only in whole huge pages). Returns the raw errno on failure, so a
+    /// caller can tell EACCES/EPERM (not writable) from ENODEV/EINVAL (the file's driver
+    /// refuses mmap).
+    pub fn shared_rw_window(
+        fd: impl AsFd,
+        offset: u64,
+        len: usize,
+        align: usize,
+    ) -> nix::Result<Self> {
+        let page = page_size().max(align);
+        if !page.is_power_of_two() {
+            return Err(nix::errno::Errno::EINVAL);
+        }
+        let head = (offset % page as u64) as usize;
+        let start = offset - head as u64;
+        let map_len = (head + len).next_multiple_of(page);
+        let nz = NonZeroUsize::new(map_len).ok_or(nix::errno::Errno::EINVAL)?;
+        let file_off = i64::try_from(start).map_err(|_| nix::errno::Errno::EOVERFLOW)?;
+        // SAFETY: as in `shared_rw`: a fresh mapping at a kernel-chosen address aliases no Rust
+        // object; the kernel checks the page-aligned offset and length against the file.
+        let base = unsafe {
+            mmap(
+                None,
+                nz,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+                fd,
+                file_off,
+            )
+        }?;
+        // SAFETY: `head < page <= map_len`, so the window start lies inside the new mapping.
+        let ptr = unsafe { NonNull::new_unchecked(base.as_ptr().cast::<u8>().add(head)) };
+        Ok(Self {
+            ptr,
+            len,
+            head,
+            tail: map_len - head - len,
         })
     }
 
@@ -54,6 +116,8 @@ impl Mapping {
         Ok(Self {
             ptr: ptr.cast(),
             len,
+            head: 0,
+            tail: 0,
         })
     }
 
@@ -73,6 +137,8 @@ impl Mapping {
         Ok(Self {
             ptr: ptr.cast(),
             len,
+            head: 0,
+            tail: 0,
         })
     }
 
@@ -108,13 +174,18 @@ impl Mapping {
         if range.is_empty() {
             return Ok(());
         }
-        // SAFETY: the range lies inside our live mapping (asserted); POPULATE_WRITE does not
+        // madvise wants a page-aligned start: widen the range to its pages, which stay inside
+        // the kernel mapping (a window's mapping covers whole pages around it).
+        let start = self.head + range.start;
+        let aligned = start - start % page_size();
+        let len = self.head + range.end - aligned;
+        // SAFETY: `aligned..aligned + len` lies inside our live kernel mapping (the range is
+        // asserted inside the window, the window inside the mapping); POPULATE_WRITE does not
         // modify memory contents, so no Rust reference to these bytes is invalidated.
-        let p = unsafe { NonNull::new_unchecked(self.ptr.as_ptr().add(range.start)) };
+        let p = unsafe { NonNull::new_unchecked(self.base().add(aligned)) };
         // nix 0.29 (AOSP's) has no MmapAdvise::MADV_POPULATE_WRITE (Linux 5.14): libc's constant.
         // SAFETY: see above.
-        let rc =
-            unsafe { libc::madvise(p.as_ptr().cast(), range.len(), libc::MADV_POPULATE_WRITE) };
+        let rc = unsafe { libc::madvise(p.as_ptr().cast(), len, libc::MADV_POPULATE_WRITE) };
         nix::errno::Errno::result(rc).map(drop)
     }
 
@@ -122,17 +193,35 @@ impl Mapping {
     /// mapping the kernel then allocates huge folios at fault time where `shmem_enabled`
     /// allows `advise`, falling back to small pages by itself.
     pub fn advise_hugepage(&self) -> nix::Result<()> {
-        // SAFETY: the whole live mapping; MADV_HUGEPAGE only changes how future faults
+        // SAFETY: the whole live kernel mapping; MADV_HUGEPAGE only changes how future faults
         // allocate, never the contents, so no reference into it is invalidated.
-        unsafe { nix::sys::mman::madvise(self.ptr.cast(), self.len, MmapAdvise::MADV_HUGEPAGE) }
+        unsafe {
+            nix::sys::mman::madvise(
+                NonNull::new_unchecked(self.base()).cast(),
+                self.map_len(),
+                MmapAdvise::MADV_HUGEPAGE,
+            )
+        }
+    }
+
+    /// Start of the kernel mapping (page-aligned), `head` bytes before the window.
+    fn base(&self) -> *mut u8 {
+        self.ptr.as_ptr().wrapping_sub(self.head)
+    }
+
+    /// Length of the kernel mapping.
+    fn map_len(&self) -> usize {
+        self.head + self.len + self.tail
     }
 }
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: we own the mapping and nothing borrows it any more (drop has `&mut self`).
-        if let Err(e) = unsafe { munmap(self.ptr.cast(), self.len) } {
-            log::error!("munmap of {} bytes failed: {e}", self.len);
+        let (base, len) = (self.base(), self.map_len());
+        // SAFETY: base..base+len is the kernel mapping we own, and nothing borrows it any more
+        // (drop has `&mut self`).
+        if let Err(e) = unsafe { munmap(NonNull::new_unchecked(base).cast(), len) } {
+            log::error!("munmap of {len} bytes failed: {e}");
         }
     }
 }

@@ -132,10 +132,13 @@ mod tests {
         repo_aidl().join("aidl_api/vendor.dmabufloader").join(v)
     }
 
-    /// A private copy of the frozen snapshot, to break on purpose.
+    /// The version the sources are (aidl_api/vendor.dmabufloader/2).
+    const LATEST: i32 = 2;
+
+    /// A private copy of the latest frozen snapshot, to break on purpose.
     fn copy_snapshot() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        let src = snapshot("1");
+        let src = snapshot("2");
         for f in aidl_files(&src).unwrap() {
             let dst = dir.path().join(&f);
             fs::create_dir_all(dst.parent().unwrap()).unwrap();
@@ -152,18 +155,28 @@ mod tests {
     }
 
     fn expect_mismatch(dir: &Path, what: &str) {
-        let err = check_snapshot(&repo_aidl(), dir, 1).expect_err(what);
+        let err = check_snapshot(&repo_aidl(), dir, LATEST).expect_err(what);
         let msg = format!("{err:#}");
         assert!(msg.contains("differs"), "{what}: {msg}");
     }
 
     #[test]
-    fn frozen_v1_and_current_match_the_sources() {
-        assert_eq!(check_snapshot(&repo_aidl(), &snapshot("1"), 1).unwrap(), 11);
+    fn frozen_v2_and_current_match_the_sources() {
         assert_eq!(
-            check_snapshot(&repo_aidl(), &snapshot("current"), 1).unwrap(),
+            check_snapshot(&repo_aidl(), &snapshot("2"), LATEST).unwrap(),
             11
         );
+        assert_eq!(
+            check_snapshot(&repo_aidl(), &snapshot("current"), LATEST).unwrap(),
+            11
+        );
+    }
+
+    #[test]
+    fn frozen_v1_is_not_the_sources_any_more() {
+        // v2 added methods, enumerators and fields: the v1 snapshot must not pass as current.
+        let err = check_snapshot(&repo_aidl(), &snapshot("1"), LATEST).unwrap_err();
+        assert!(format!("{err:#}").contains("differs"), "{err:#}");
     }
 
     #[test]
@@ -175,7 +188,10 @@ mod tests {
             "  void cancel();",
             "  /** Stops. */\n    void   cancel( ) ;",
         );
-        assert_eq!(check_snapshot(&repo_aidl(), dir.path(), 1).unwrap(), 11);
+        assert_eq!(
+            check_snapshot(&repo_aidl(), dir.path(), LATEST).unwrap(),
+            11
+        );
     }
 
     #[test]
@@ -238,7 +254,7 @@ mod tests {
     fn missing_file_is_caught() {
         let dir = copy_snapshot();
         fs::remove_file(dir.path().join("vendor/dmabufloader/IoPath.aidl")).unwrap();
-        let err = check_snapshot(&repo_aidl(), dir.path(), 1).unwrap_err();
+        let err = check_snapshot(&repo_aidl(), dir.path(), LATEST).unwrap_err();
         assert!(format!("{err:#}").contains("IoPath.aidl"), "{err:#}");
     }
 
@@ -251,7 +267,7 @@ mod tests {
             FROZEN_MARKER,
             "// edited by hand",
         );
-        let err = check_snapshot(&repo_aidl(), dir.path(), 1).unwrap_err();
+        let err = check_snapshot(&repo_aidl(), dir.path(), LATEST).unwrap_err();
         assert!(format!("{err:#}").contains("preamble"), "{err:#}");
     }
 }

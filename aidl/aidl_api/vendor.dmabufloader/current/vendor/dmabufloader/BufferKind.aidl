@@ -22,4 +22,5 @@ enum BufferKind {
   DMA_HEAP = 0,
   UDMABUF = 1,
   MEMFD = 2,
+  DMA_BUF = 3,
 }

@@ -32,4 +32,6 @@ interface IDmabufLoader {
   vendor.dmabufloader.ILoadTask loadAsync(in ParcelFileDescriptor fd, in vendor.dmabufloader.LoadRequest request, in vendor.dmabufloader.ILoadCallback callback);
   vendor.dmabufloader.HeapInfo[] getHeaps();
   vendor.dmabufloader.ServiceInfo getServiceInfo();
+  vendor.dmabufloader.LoadResult loadInto(in ParcelFileDescriptor fd, in vendor.dmabufloader.LoadRequest request, in ParcelFileDescriptor target, long targetOffset);
+  vendor.dmabufloader.ILoadTask loadIntoAsync(in ParcelFileDescriptor fd, in vendor.dmabufloader.LoadRequest request, in ParcelFileDescriptor target, long targetOffset, in vendor.dmabufloader.ILoadCallback callback);
 }

@@ -30,4 +30,6 @@ parcelable LoadResult {
   long totalNanos;
   vendor.dmabufloader.ChecksumType checksumType = vendor.dmabufloader.ChecksumType.NONE;
   long checksum;
+  long dataOffset = 0;
+  long pageSize = 0;
 }
