@@ -20,6 +20,7 @@ use dmabuf_loader_service::Transport;
 use serde::Serialize;
 
 use crate::bench;
+use crate::progress::Progress;
 use crate::session::{CallError, Session};
 use crate::verify;
 
@@ -295,26 +296,11 @@ fn load_async(
         Ok(t) => t,
         Err(e) => return Ok(Err(e)),
     };
-    let bar = (std::io::stderr().is_terminal() && !a.json).then(|| {
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .expect("valid progress template")
-            .progress_chars("=> "),
-        );
-        bar
-    });
+    let mut progress = Progress::new(std::io::stderr().is_terminal() && !a.json);
     let outcome = task.wait(Duration::from_secs(a.timeout_secs), |done, total| {
-        if let Some(b) = &bar {
-            b.set_length(total);
-            b.set_position(done);
-        }
+        progress.update(done, total)
     });
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+    progress.finish();
     match outcome {
         Ok(r) => Ok(r),
         Err(e) => {

@@ -4,5 +4,6 @@
 pub mod bench;
 pub mod cli;
 pub mod echo;
+mod progress;
 pub mod session;
 pub mod verify;

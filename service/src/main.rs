@@ -72,6 +72,8 @@ fn try_main(args: Args) -> Result<()> {
     if !shutdown.shutdown(Duration::from_secs(10)) {
         log::warn!("some loads did not stop within 10 s; exiting anyway");
     }
+    // The RPC server on a host; a unit struct on Android (servicemanager holds the binder).
+    #[allow(clippy::drop_non_drop)]
     drop(server);
     log::info!("stopped");
     Ok(())

@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 
 use crate::compat::aidl::IDmabufLoader::IDmabufLoader;
-use crate::compat::{self, Connection, Interface, ServerHandle, Strong};
+// rsbinder's as_binder() is an Interface trait method; AOSP's binder has it on the object.
+#[cfg(not(target_os = "android"))]
+use crate::compat::Interface;
+use crate::compat::{self, Connection, ServerHandle, Strong};
 
 /// The instance name, as registered with the service manager and published on a socket.
 pub const SERVICE_NAME: &str = "vendor.dmabufloader.IDmabufLoader/default";

@@ -286,6 +286,8 @@ mod imp {
 
     use anyhow::{anyhow, bail, Result};
     use binder::binder_impl::{IBinderInternal, FIRST_CALL_TRANSACTION};
+    // ping_binder is a method of IBinder.
+    use binder::IBinder;
 
     use super::{Failure, Target, DESCRIPTOR};
 
