@@ -13,10 +13,11 @@
 # disk as the build, not a tmpfs /tmp). `cargo test -p vts_hal_dmabuf_loader` runs the same
 # suite against the service library in-process (vts/tests/host.rs).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+. "$(dirname "$0")/../tools/lib.sh"
+cd "$REPO"
 
-target=${CARGO_TARGET_DIR:-$PWD/target}
-cargo build --quiet -p dmabuf_loader_service -p vts_hal_dmabuf_loader
+target=$(target_dir)
+build_bins
 service=$target/debug/dmabuf-loader-service
 vts=$target/debug/VtsHalDmabufLoaderTargetTest
 
@@ -26,22 +27,15 @@ dir=$(mktemp -d "$parent/run.XXXXXX")
 sock=$dir/loader.sock
 log=$dir/service.log
 
-# shellcheck disable=SC2086 # SERVICE_ARGS is a list of flags
-"$service" --socket "$sock" ${SERVICE_ARGS:-} > "$log" 2>&1 &
-pid=$!
 # shellcheck disable=SC2317 # called through the EXIT trap
 cleanup() {
-    kill "$pid" 2> /dev/null || true
+    kill_service
     rm -rf "$dir"
 }
 trap cleanup EXIT
-
-for _ in $(seq 100); do
-    [ -S "$sock" ] && break
-    kill -0 "$pid" 2> /dev/null || { cat "$log"; echo "run-host: the service exited at start" >&2; exit 1; }
-    sleep 0.1
-done
-[ -S "$sock" ] || { cat "$log"; echo "run-host: no socket at $sock after 10 s" >&2; exit 1; }
+# shellcheck disable=SC2086 # SERVICE_ARGS is a list of flags
+start_service "$service" "$sock" "$log" ${SERVICE_ARGS:-} || { echo "run-host: the service did not start" >&2; exit 1; }
+pid=$SERVICE_PID
 
 fds() { find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 | wc -l; }
 before=$(fds)
@@ -61,9 +55,8 @@ if [ "$after" -gt "$before" ]; then
     rc=1
 fi
 
-kill -TERM "$pid"
 src=0
-wait "$pid" || src=$?
+stop_service || src=$?
 if [ "$src" -ne 0 ]; then
     echo "run-host: FAIL: the service exited $src on SIGTERM; its log:" >&2
     cat "$log" >&2

@@ -3,7 +3,7 @@
 //! Throughput (`bench FILE`): cold loads of the same file, interleaved round by round in
 //! ABBA order (service, engine, engine, service, ...; page cache dropped before each), best and
 //! median of the rounds, with the core bench's status quo and device limit
-//! (`dmabuf_loader::bench`) timed in the same cold rounds, so all four stand side by side.
+//! (`dmabuf_loader_bench`) timed in the same cold rounds, so all four stand side by side.
 //!
 //! Latency (`bench FILE --latency`): p50/p90/p99 of `loadFile` on a small file against a bare
 //! binder call passing one fd each way (an echo service in another process, same transport),
@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use dmabuf_loader::{LoadControl, Loader};
-use dmabuf_loader_service::compat::aidl::LoadRequest::LoadRequest;
+use dmabuf_loader_binder::aidl::LoadRequest::LoadRequest;
 use serde::Serialize;
 
-use dmabuf_loader::bench as core_bench;
+use dmabuf_loader_bench as core_bench;
 
 use crate::echo::EchoServer;
 use crate::session::{pfd_of, Session};
@@ -160,7 +160,7 @@ pub fn throughput(
             .borrow_mut()
             .push(d.saturating_sub(l.total_time));
         let path = format!(
-            "{:?} (alloc {:.0} ms)",
+            "{} (alloc {:.0} ms)",
             l.io_path,
             l.alloc_time.as_secs_f64() * 1e3
         );
@@ -284,10 +284,10 @@ pub fn throughput(
     Ok(report)
 }
 
-fn io_path_of(r: &dmabuf_loader_service::compat::aidl::LoadResult::LoadResult) -> String {
+fn io_path_of(r: &dmabuf_loader_binder::aidl::LoadResult::LoadResult) -> String {
     format!(
         "{} (alloc {:.0} ms)",
-        dmabuf_loader_service::convert::io_path_name(r.ioPath),
+        dmabuf_loader_binder::io_path_name(r.ioPath),
         r.allocNanos as f64 / 1e6
     )
 }

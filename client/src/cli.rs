@@ -8,15 +8,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use dmabuf_loader_service::compat::aidl::BufferKind::BufferKind;
-use dmabuf_loader_service::compat::aidl::ChecksumType::ChecksumType;
-use dmabuf_loader_service::compat::aidl::IDmabufLoader as aidl_iface;
-use dmabuf_loader_service::compat::aidl::LoadRequest::LoadRequest;
-use dmabuf_loader_service::compat::aidl::LoadResult::LoadResult;
-use dmabuf_loader_service::compat::borrow_pfd;
-use dmabuf_loader_service::convert::{buffer_kind_name, io_path_name};
-use dmabuf_loader_service::error::error_code_name;
-use dmabuf_loader_service::Transport;
+use dmabuf_loader_binder::aidl::BufferKind::BufferKind;
+use dmabuf_loader_binder::aidl::ChecksumType::ChecksumType;
+use dmabuf_loader_binder::aidl::IDmabufLoader as aidl_iface;
+use dmabuf_loader_binder::aidl::LoadRequest::LoadRequest;
+use dmabuf_loader_binder::aidl::LoadResult::LoadResult;
+use dmabuf_loader_binder::{
+    borrow_pfd, buffer_kind_name, error_code_name, io_path_name, Transport,
+};
 use serde::Serialize;
 
 use crate::bench;

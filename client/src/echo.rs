@@ -6,22 +6,22 @@
 //! --latency`; the child serves until its stdin is closed (the parent exiting closes it).
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use dmabuf_loader_service::compat::aidl::HeapInfo::HeapInfo;
-use dmabuf_loader_service::compat::aidl::IDmabufLoader::{BnDmabufLoader, IDmabufLoader};
-use dmabuf_loader_service::compat::aidl::ILoadCallback::ILoadCallback;
-use dmabuf_loader_service::compat::aidl::ILoadTask::ILoadTask;
-use dmabuf_loader_service::compat::aidl::LoadRequest::LoadRequest;
-use dmabuf_loader_service::compat::aidl::LoadResult::LoadResult;
-use dmabuf_loader_service::compat::aidl::ServiceInfo::ServiceInfo;
-use dmabuf_loader_service::compat::{
-    self, borrow_pfd, BinderResult, Connection, Interface, ParcelFileDescriptor, Strong,
+use dmabuf_loader_binder::aidl::ErrorCode::ErrorCode;
+use dmabuf_loader_binder::aidl::HeapInfo::HeapInfo;
+use dmabuf_loader_binder::aidl::IDmabufLoader::{BnDmabufLoader, IDmabufLoader};
+use dmabuf_loader_binder::aidl::ILoadCallback::ILoadCallback;
+use dmabuf_loader_binder::aidl::ILoadTask::ILoadTask;
+use dmabuf_loader_binder::aidl::LoadRequest::LoadRequest;
+use dmabuf_loader_binder::aidl::LoadResult::LoadResult;
+use dmabuf_loader_binder::aidl::ServiceInfo::ServiceInfo;
+use dmabuf_loader_binder::{
+    self as binder, dup_pfd, BinderResult, Connection, Interface, ParcelFileDescriptor, Strong,
+    Transport,
 };
-use dmabuf_loader_service::Transport;
 
 /// Name the echo service registers under on kernel binder.
 pub const ECHO_NAME: &str = "vendor.dmabufloader.IDmabufLoader/bench-echo";
@@ -31,17 +31,16 @@ struct Echo;
 impl Interface for Echo {}
 
 fn unsupported<T>() -> BinderResult<T> {
-    Err(compat::service_specific(
-        16,
+    Err(binder::service_specific(
+        ErrorCode::INTERNAL.0,
         "the latency baseline only implements loadFile",
     ))
 }
 
 impl IDmabufLoader for Echo {
     fn loadFile(&self, fd: &ParcelFileDescriptor) -> BinderResult<ParcelFileDescriptor> {
-        let dup = borrow_pfd(fd)
-            .try_clone_to_owned()
-            .map_err(|e| compat::service_specific(16, &format!("dup: {e}")))?;
+        let dup = dup_pfd(fd)
+            .map_err(|e| binder::service_specific(ErrorCode::INTERNAL.0, &format!("dup: {e}")))?;
         Ok(ParcelFileDescriptor::new(dup))
     }
     fn load(&self, _: &ParcelFileDescriptor, _: &LoadRequest) -> BinderResult<LoadResult> {
@@ -65,13 +64,8 @@ impl IDmabufLoader for Echo {
 
 /// Child side: serve the echo on `transport`, print "ready", serve until stdin closes.
 pub fn serve_child(transport: &Transport) -> Result<()> {
-    let binder = dmabuf_loader_service::new_binder!(BnDmabufLoader, Echo);
-    let _server = match transport {
-        Transport::Unix { path } => compat::serve_unix(path, 2, ECHO_NAME, binder.as_binder())?,
-        Transport::Kernel { driver } => {
-            compat::serve_kernel(driver, 2, ECHO_NAME, binder.as_binder())?
-        }
-    };
+    let echo = dmabuf_loader_binder::new_binder!(BnDmabufLoader, Echo);
+    let _server = binder::serve(transport, ECHO_NAME, &echo, 2)?;
     println!("ready");
     std::io::stdout().flush()?;
     let mut sink = Vec::new();
@@ -126,12 +120,7 @@ impl EchoServer {
             bail!("the echo baseline did not start");
         }
         let stdin = child.stdin.take();
-        let conn = match &transport {
-            Transport::Unix { path } => compat::connect_unix(path, ECHO_NAME, 1),
-            Transport::Kernel { driver } => {
-                compat::connect_kernel(Some(Path::new(driver)), ECHO_NAME, Duration::from_secs(5))
-            }
-        }?;
+        let conn = binder::connect(&transport, ECHO_NAME, 1)?;
         Ok(EchoServer {
             child,
             stdin,

@@ -1,69 +1,24 @@
 //! A connection to the service and the calls the command line makes through it.
 
-use std::fmt;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::mpsc;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
-use dmabuf_loader_service::compat::aidl::IDmabufLoader::IDmabufLoader;
-use dmabuf_loader_service::compat::aidl::ILoadCallback::{BnLoadCallback, ILoadCallback};
-use dmabuf_loader_service::compat::aidl::ILoadTask::ILoadTask;
-use dmabuf_loader_service::compat::aidl::LoadRequest::LoadRequest;
-use dmabuf_loader_service::compat::aidl::LoadResult::LoadResult;
-use dmabuf_loader_service::compat::{
-    self, BinderResult, Connection, Interface, ParcelFileDescriptor, Status, Strong,
+use dmabuf_loader_binder::aidl::IDmabufLoader::IDmabufLoader;
+use dmabuf_loader_binder::aidl::ILoadCallback::{BnLoadCallback, ILoadCallback};
+use dmabuf_loader_binder::aidl::ILoadTask::ILoadTask;
+use dmabuf_loader_binder::aidl::LoadRequest::LoadRequest;
+use dmabuf_loader_binder::aidl::LoadResult::LoadResult;
+use dmabuf_loader_binder::{
+    self as binder, clone_result, BinderResult, Connection, Interface, ParcelFileDescriptor,
+    Strong, Transport, SERVICE_NAME,
 };
-use dmabuf_loader_service::convert::clone_result;
-use dmabuf_loader_service::error::error_code_name;
-use dmabuf_loader_service::{transport, Transport};
-
-/// A failed call: the service's ErrorCode and message, or a transport-level failure.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CallError {
-    /// A ServiceSpecificException: `code` is an AIDL ErrorCode value.
-    Service { code: i32, message: String },
-    /// The call itself failed (dead service, bad parcel...).
-    Binder(String),
-}
-
-impl CallError {
-    pub fn from_status(s: &Status) -> Self {
-        match compat::service_specific_code(s) {
-            Some(code) => CallError::Service {
-                code,
-                message: compat::status_message(s),
-            },
-            None => CallError::Binder(format!("{s:?}")),
-        }
-    }
-    /// The ErrorCode, if the service gave one.
-    pub fn code(&self) -> Option<i32> {
-        match self {
-            CallError::Service { code, .. } => Some(*code),
-            CallError::Binder(_) => None,
-        }
-    }
-}
-
-impl fmt::Display for CallError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CallError::Service { code, message } => {
-                write!(f, "{} ({code}): {message}", error_code_name(*code))
-            }
-            CallError::Binder(s) => write!(f, "binder call failed: {s}"),
-        }
-    }
-}
-
-impl std::error::Error for CallError {}
-
-pub type CallResult<T> = std::result::Result<T, CallError>;
+pub use dmabuf_loader_binder::{CallError, CallResult};
 
 fn call<T>(r: BinderResult<T>) -> CallResult<T> {
-    r.map_err(|s| CallError::from_status(&s))
+    CallError::check(r)
 }
 
 /// An open connection to dmabuf-loader-service.
@@ -76,7 +31,7 @@ impl Session {
     /// Connects over `transport`; `connections` = calls this client may have in flight at
     /// once over a socket.
     pub fn connect(transport: Transport, connections: u32) -> Result<Session> {
-        let conn = transport::connect(&transport, connections)
+        let conn = binder::connect(&transport, SERVICE_NAME, connections)
             .with_context(|| format!("connecting to the service over {}", transport.describe()))?;
         Ok(Session { conn, transport })
     }
@@ -101,7 +56,7 @@ impl Session {
         let (tx, rx) = mpsc::channel();
         let on_death = Mutex::new(tx.clone());
         let callback =
-            dmabuf_loader_service::new_binder!(BnLoadCallback, Callback { tx: Mutex::new(tx) });
+            dmabuf_loader_binder::new_binder!(BnLoadCallback, Callback { tx: Mutex::new(tx) });
         let task = match call(self.proxy().loadAsync(&pfd, req, &callback)) {
             Ok(task) => task,
             Err(e) => return Ok(Err(e)),
@@ -109,7 +64,7 @@ impl Session {
         // If the service dies mid-load no callback will ever come: without this the client
         // would wait for its whole timeout. Kernel binder reports the death of the task's
         // process; the waiter gets a dead-object error at once.
-        let death = compat::link_to_death(task.as_binder(), move || {
+        let death = binder::link_to_death(task.as_binder(), move || {
             let _ = on_death
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -189,7 +144,7 @@ pub struct AsyncLoad {
     pub events: mpsc::Receiver<Event>,
     _callback: Strong<dyn ILoadCallback>,
     /// Turns the service's death into an `Event::Error`; dropping it unregisters.
-    _death: compat::DeathLink,
+    _death: binder::DeathLink,
 }
 
 impl AsyncLoad {

@@ -2,17 +2,11 @@
 //! exactly the file's bytes (read-only mapping compared with the file, padding zero).
 
 use std::fs::File;
-use std::num::NonZeroUsize;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
-use std::ptr::NonNull;
 
 use anyhow::{bail, Context, Result};
-use dmabuf_loader::sys::dmabuf::{sync, DMA_BUF_SYNC_END, DMA_BUF_SYNC_START};
-use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
-
-/// DMA_BUF_SYNC_READ (uapi/linux/dma-buf.h).
-const DMA_BUF_SYNC_READ: u64 = 1;
+use dmabuf_loader::{begin_cpu_read, end_cpu_read, BufferView};
 
 /// The dma-buf exporter of `fd` ("system", "udmabuf"...), from /proc/self/fdinfo; `None`
 /// when the fd is not a dma-buf.
@@ -23,37 +17,6 @@ pub fn dmabuf_exporter(fd: BorrowedFd<'_>) -> Result<Option<String>> {
         .lines()
         .find_map(|l| l.strip_prefix("exp_name:"))
         .map(|v| v.trim().to_string()))
-}
-
-/// A read-only shared mapping, unmapped on drop.
-struct ReadMapping {
-    ptr: NonNull<std::ffi::c_void>,
-    len: usize,
-}
-
-impl ReadMapping {
-    fn new(fd: BorrowedFd<'_>, len: usize) -> Result<Self> {
-        let nz = NonZeroUsize::new(len).context("cannot map 0 bytes")?;
-        // SAFETY: a fresh mapping at a kernel-chosen address aliases no Rust object; the
-        // mapping holds its own reference to the file.
-        let ptr = unsafe { mmap(None, nz, ProtFlags::PROT_READ, MapFlags::MAP_SHARED, fd, 0) }
-            .with_context(|| format!("mmap(PROT_READ, MAP_SHARED, {len} bytes) of the buffer"))?;
-        Ok(ReadMapping { ptr, len })
-    }
-
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: `ptr` maps `len` readable bytes for as long as `self` lives.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<u8>(), self.len) }
-    }
-}
-
-impl Drop for ReadMapping {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the region mapped in `new`; no slice of it outlives `self`.
-        if let Err(e) = unsafe { munmap(self.ptr, self.len) } {
-            log::warn!("munmap of the verified buffer failed: {e}");
-        }
-    }
 }
 
 /// What `verify` found.
@@ -91,13 +54,14 @@ pub fn verify(
         });
     }
     let is_dmabuf = dmabuf_exporter(buffer)?.is_some();
-    let map = ReadMapping::new(buffer, buffer_size as usize)?;
+    let map =
+        BufferView::map(buffer, buffer_size as usize).context("mapping the buffer read-only")?;
     if is_dmabuf {
-        sync(buffer, DMA_BUF_SYNC_START | DMA_BUF_SYNC_READ).context("DMA_BUF_IOCTL_SYNC start")?;
+        begin_cpu_read(buffer)?;
     }
-    let result = compare(map.bytes(), data_len as usize, file, offset);
+    let result = compare(map.as_slice(), data_len as usize, file, offset);
     if is_dmabuf {
-        sync(buffer, DMA_BUF_SYNC_END | DMA_BUF_SYNC_READ).context("DMA_BUF_IOCTL_SYNC end")?;
+        end_cpu_read(buffer)?;
     }
     result
 }

@@ -6,14 +6,15 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use dmabuf_loader_binder::{ServerHandle, Transport, SERVICE_NAME};
 use dmabuf_loader_service::config::ConfigOverrides;
-use dmabuf_loader_service::{transport, DmabufLoaderService, Transport};
+use dmabuf_loader_service::DmabufLoaderService;
 use serde_json::Value;
 
 struct Fixture {
     dir: tempfile::TempDir,
     socket: PathBuf,
-    _server: dmabuf_loader_service::compat::ServerHandle,
+    _server: ServerHandle,
 }
 
 fn start() -> Fixture {
@@ -29,7 +30,7 @@ fn start() -> Fixture {
         path: socket.clone(),
     };
     let service = DmabufLoaderService::new(config, t.describe()).unwrap();
-    let server = transport::serve(&t, service.into_binder(), 6).unwrap();
+    let server = dmabuf_loader_binder::serve(&t, SERVICE_NAME, &service.into_binder(), 6).unwrap();
     Fixture {
         dir,
         socket,

@@ -24,11 +24,12 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
-use dmabuf_loader_service::compat::aidl::IDmabufLoader::IDmabufLoader;
-use dmabuf_loader_service::compat::aidl::ILoadCallback::{BnLoadCallback, ILoadCallback};
-use dmabuf_loader_service::compat::aidl::LoadResult::LoadResult;
-use dmabuf_loader_service::compat::{self, Connection, Interface, ParcelFileDescriptor, Strong};
-use dmabuf_loader_service::SERVICE_NAME;
+use dmabuf_loader_binder::aidl::IDmabufLoader::IDmabufLoader;
+use dmabuf_loader_binder::aidl::ILoadCallback::{BnLoadCallback, ILoadCallback};
+use dmabuf_loader_binder::aidl::LoadResult::LoadResult;
+use dmabuf_loader_binder::{
+    self as binder, Connection, Interface, ParcelFileDescriptor, Strong, SERVICE_NAME,
+};
 use libfuzzer_sys::fuzz_target;
 use rsbinder::FIRST_CALL_TRANSACTION;
 
@@ -77,13 +78,13 @@ struct Fixture {
 struct Callback;
 impl Interface for Callback {}
 impl ILoadCallback for Callback {
-    fn onProgress(&self, _: i64, _: i64) -> compat::BinderResult<()> {
+    fn onProgress(&self, _: i64, _: i64) -> binder::BinderResult<()> {
         Ok(())
     }
-    fn onComplete(&self, _: &LoadResult) -> compat::BinderResult<()> {
+    fn onComplete(&self, _: &LoadResult) -> binder::BinderResult<()> {
         Ok(())
     }
-    fn onError(&self, _: i32, _: &str) -> compat::BinderResult<()> {
+    fn onError(&self, _: i32, _: &str) -> binder::BinderResult<()> {
         Ok(())
     }
 }
@@ -162,7 +163,7 @@ fn fixture() -> &'static Fixture {
             std::thread::sleep(Duration::from_millis(10));
         }
         std::thread::sleep(Duration::from_millis(100));
-        let conn = compat::connect_unix::<dyn IDmabufLoader>(&socket, SERVICE_NAME, 2).unwrap();
+        let conn = binder::connect_unix::<dyn IDmabufLoader>(&socket, SERVICE_NAME, 2, None).unwrap();
         conn.service.getHeaps().unwrap();
         std::thread::sleep(Duration::from_millis(200));
         let baseline_fds = fd_count(server.id());
@@ -234,7 +235,7 @@ fuzz_target!(|input: Input| {
     // Still serving. rsbinder closes the session of a client whose parcel does not parse:
     // that client is gone, but the service must serve a new one.
     if conn.service.getHeaps().is_err() {
-        *conn = compat::connect_unix::<dyn IDmabufLoader>(&f.socket, SERVICE_NAME, 2)
+        *conn = binder::connect_unix::<dyn IDmabufLoader>(&f.socket, SERVICE_NAME, 2, None)
             .expect("the service no longer accepts connections");
         conn.service
             .getHeaps()

@@ -29,6 +29,27 @@ pub enum IoPath {
     None,
 }
 
+impl IoPath {
+    /// The one spelling used everywhere a person reads it (logs, reports, the bench): the AIDL
+    /// enumerator's name, `DIRECT_REGISTERED`.
+    pub fn name(self) -> &'static str {
+        match self {
+            IoPath::DirectRegistered => "DIRECT_REGISTERED",
+            IoPath::Direct => "DIRECT",
+            IoPath::Buffered => "BUFFERED",
+            IoPath::BufferedSync => "BUFFERED_SYNC",
+            IoPath::DmabufRegistered => "DMABUF_REGISTERED",
+            IoPath::None => "NONE",
+        }
+    }
+}
+
+impl std::fmt::Display for IoPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Checksum over the loaded data range. Mirrors AIDL `ChecksumType`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum ChecksumType {
@@ -46,6 +67,10 @@ pub struct HeapInfo {
     pub is_dmabuf: bool,
     /// O_DIRECT can read straight into its pages.
     pub direct_io: bool,
+    /// Page sizes (bytes, ascending) its buffers may get on this machine as probed: 4096,
+    /// the shmem THP sizes the kernel allows and the hugetlb pools configured (memfd,
+    /// udmabuf; see `buffer/pages.rs`). Empty for a dma-heap: the heap chooses, unseen.
+    pub page_sizes: Vec<u64>,
 }
 
 /// What to load.
@@ -78,6 +103,9 @@ pub struct Loaded {
     pub heap: String,
     pub kind: BufferKind,
     pub io_path: IoPath,
+    /// Page size of the buffer's memory: 4096, a THP size (most of the buffer PMD-mapped)
+    /// or a hugetlb size; 0 for a dma-heap buffer (the heap's own choice, not visible).
+    pub page_size: u64,
     /// Why that path (e.g. "filesystem refused O_DIRECT (EINVAL)").
     pub io_path_reason: String,
     /// Time to create the buffer before the first read. With the default
@@ -93,7 +121,11 @@ pub struct Loaded {
 pub struct Capabilities {
     pub kernel_release: String,
     pub io_uring: bool,
+    /// io_uring can register a dma-buf as a fixed buffer for a target file (the dma-buf
+    /// read/write series): the DMABUF_REGISTERED path.
     pub io_uring_dmabuf_regbuf: bool,
+    /// How the probe decided (the kernel's answers), for logs and `info`.
+    pub io_uring_dmabuf_regbuf_detail: String,
     pub cachestat: bool,
 }
 
@@ -195,6 +227,24 @@ pub struct Config {
     pub alloc_strategy: AllocStrategy,
     /// Use cachestat(2) to send mostly-cached ranges down the buffered path.
     pub page_cache_hint: bool,
+    /// Huge pages for memfd/udmabuf buffers (`Auto`: hugetlb when the pool holds the
+    /// buffer, else shmem THP when allowed, else 4 KiB; never fails a load).
+    pub huge_pages: HugePages,
+}
+
+/// Which page sizes a memfd-backed buffer may use. `Auto` is what a device wants; the
+/// others are for tests and the bench. See `buffer/pages.rs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum HugePages {
+    /// hugetlb when the pool holds the buffer, else shmem THP when allowed, else 4 KiB.
+    #[default]
+    Auto,
+    /// Try hugetlb even when the pool looks empty (falls back like `Auto`).
+    Hugetlb,
+    /// shmem THP only (no hugetlb), when allowed.
+    Thp,
+    /// 4 KiB pages only.
+    Off,
 }
 
 /// How a memfd-backed buffer's pages are allocated relative to the I/O.
@@ -224,6 +274,7 @@ impl Default for Config {
             force_io_path: None,
             alloc_strategy: AllocStrategy::Overlap,
             page_cache_hint: true,
+            huge_pages: Default::default(),
         }
     }
 }

@@ -1,11 +1,15 @@
 //! The data path, top to bottom: a validated source ([`Prepared`], see `source.rs`) in, a
 //! filled buffer fd ([`Loaded`]) out.
 //!
-//! 1. **Allocate** the buffer from its provider (`buffer/`): a memfd (also behind udmabuf)
-//!    or a dma-heap buffer, mapped writable. memfd pages are not allocated here: a helper
+//! 0. **Small ranges** (<= [`SMALL_RANGE`]) into memfd-backed buffers skip everything below:
+//!    one pread, one pwrite into an unmapped memfd ([`small`]).
+//! 1. **Allocate** the buffer from its provider (`buffer/`): a memfd (also behind udmabuf;
+//!    hugetlb or THP pages where the kernel offers them, `buffer/pages.rs`) or a dma-heap
+//!    buffer, mapped writable. memfd pages are not allocated here: a helper
 //!    thread faults them in ahead of the reads while the I/O runs ([`Populator`]).
-//! 2. **Choose the I/O path** ([`choose_path`]): O_DIRECT into registered pages, O_DIRECT
-//!    unregistered, io_uring buffered, plain pread. Each refusal by the kernel moves one
+//! 2. **Choose the I/O path** ([`choose_path`]): the dma-buf itself registered with io_uring
+//!    for the device ([`dmabuf_registered`], kernels with the dma-buf read/write series), O_DIRECT
+//!    into registered pages, O_DIRECT unregistered, io_uring buffered, plain pread. Each refusal by the kernel moves one
 //!    step down the chain, and `Loaded::io_path_reason` records why.
 //! 3. **Read** ([`direct`], [`buffered_uring`], [`buffered_sync`]); the io_uring loop itself
 //!    is in `uring.rs`. Progress, cancellation and the deadline are handled between
@@ -15,9 +19,7 @@
 //!    buffer into the fd handed out (udmabuf wrap, read-only seal). Any error before the end
 //!    drops the buffer: nothing is returned, nothing leaks.
 
-use std::fs::OpenOptions;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -27,6 +29,7 @@ use anyhow::anyhow;
 use nix::errno::Errno;
 
 use crate::api::*;
+use crate::buffer::pages::PagePlan;
 use crate::buffer::Buffer;
 use crate::loader::Prepared;
 use crate::source::{self, Source};
@@ -34,6 +37,8 @@ use crate::sys::mman::Mapping;
 use crate::sys::ring::ReadRing;
 use crate::sys::{cachestat, statx};
 use crate::uring::{self, LoopError};
+
+pub(crate) mod dmabuf_registered;
 
 /// Reads in flight for the direct path. `dmabuf-loader-bench --sweep` on the dev host (virtio
 /// disk, ext4, 2 vCPUs, 1 GiB cold, 1 MiB reads): QD 8 1.75, QD 16 1.61, QD 32 1.87, QD 64
@@ -85,10 +90,13 @@ pub(crate) fn run(
         reported: 0,
     };
     progress.check()?;
+    if small_unmapped(config, &p) {
+        return small(config, p, &mut progress, started);
+    }
 
     // 1. Allocate.
     let t = Instant::now();
-    let (buffer, map) = Buffer::allocate(&p.heap, p.buffer_size, config, &p.name)?;
+    let (mut buffer, map) = Buffer::allocate(&p.heap, p.buffer_size, config, &p.name)?;
     if config.alloc_strategy == AllocStrategy::Prefault && buffer.memfd().is_some() {
         map.populate_write(0..map.len()).map_err(|e| {
             LoadError::new(
@@ -109,8 +117,13 @@ pub(crate) fn run(
     };
     let map = Arc::into_inner(map).expect("no reader holds the mapping after fill");
 
-    // 4. Finish.
-    let size_now = source::current_size(p.source.fd.as_fd(), p.source.is_block_device)?;
+    // 4. Finish. (A pread loop that returned every byte needs no size check: a shrink would
+    // have ended it with FileChanged; O_DIRECT and io_uring paths can stop short silently.)
+    let size_now = if io_path == IoPath::BufferedSync {
+        p.source.end()
+    } else {
+        source::current_size(p.source.fd.as_fd(), p.source.is_block_device)?
+    };
     if size_now < p.source.end() {
         return Err(LoadError::msg(
             ErrorKind::FileChanged,
@@ -128,6 +141,8 @@ pub(crate) fn run(
             Some((ChecksumType::Xxh3_64, xxh3_64(data)))
         }
     };
+    let page_size = buffer.page_size_seen(&map);
+    let pages_note = buffer.pages_note.take();
     buffer.cpu_write_sync(true)?;
     drop(map);
     let heap = buffer.heap.clone();
@@ -140,17 +155,20 @@ pub(crate) fn run(
         heap: heap.name,
         kind: heap.kind,
         io_path,
+        page_size,
         io_path_reason,
         alloc_time,
         total_time: started.elapsed(),
         checksum,
     };
     log::debug!(
-        "loaded {} bytes of {} at {} into {} via {:?} ({}) in {:?}",
+        "loaded {} bytes of {} at {} into {} ({} KiB pages{}) via {:?} ({}) in {:?}",
         loaded.data_len,
         p.source.path,
         p.source.offset,
         loaded.heap,
+        loaded.page_size >> 10,
+        pages_note.map(|n| format!(": {n}")).unwrap_or_default(),
         loaded.io_path,
         loaded.io_path_reason,
         loaded.total_time
@@ -158,7 +176,60 @@ pub(crate) fn run(
     Ok(loaded)
 }
 
-/// Where the chain starts, and why.
+/// Whether the load takes the small path: a short range into a memfd-backed buffer, not
+/// forced onto another path.
+fn small_unmapped(config: &Config, p: &Prepared) -> bool {
+    p.source.len > 0
+        && p.source.len <= SMALL_RANGE
+        && p.heap.kind != BufferKind::DmaHeap
+        && config
+            .force_io_path
+            .is_none_or(|f| f == IoPath::BufferedSync)
+}
+
+/// The small-load path, all of it: one pread into a heap buffer, one pwrite into a fresh
+/// memfd (no mapping, no page fault, no munmap), checksum from the copy we hold, finish.
+/// 13 syscalls per 4 KiB load before (validate, memfd, mmap, pread, fstat, munmap, ...),
+/// 10 with this path; see tools/bench/README.md. No post-load size check is needed: the
+/// pread either returned every byte of the range or failed with FileChanged.
+fn small(
+    config: &Config,
+    p: Prepared,
+    progress: &mut Progress<'_, '_>,
+    started: Instant,
+) -> Result<Loaded> {
+    let t = Instant::now();
+    let buffer = Buffer::allocate_unmapped(&p.heap, p.buffer_size, &p.name)?;
+    let alloc_time = t.elapsed();
+    let mut data = vec![0u8; p.source.len as usize];
+    pread_full(&p.source, &mut data, p.source.offset)?;
+    buffer.write_all_at(&data, 0)?;
+    progress.add(p.source.len)?;
+    let checksum = match p.req.checksum {
+        ChecksumType::None => None,
+        ChecksumType::Xxh3_64 => Some((ChecksumType::Xxh3_64, xxh3_64(&data))),
+    };
+    let heap = buffer.heap.clone();
+    let fd = buffer.finish(p.req.read_only, &p.name, config)?;
+    progress.check()?;
+    Ok(Loaded {
+        fd,
+        data_len: p.source.len,
+        buffer_size: p.buffer_size,
+        heap: heap.name,
+        kind: heap.kind,
+        io_path: IoPath::BufferedSync,
+        page_size: crate::buffer::pages::BASE_PAGE,
+        io_path_reason: format!(
+            "small range ({} bytes): one pread costs less than setting up a ring",
+            p.source.len
+        ),
+        alloc_time,
+        total_time: started.elapsed(),
+        checksum,
+    })
+}
+
 /// Fraction of the range in the page cache (cachestat), when the kernel can say.
 fn cached_fraction(config: &Config, caps: &Capabilities, src: &Source) -> Option<f64> {
     if !(config.page_cache_hint && caps.cachestat) {
@@ -173,9 +244,10 @@ fn choose_path(
     config: &Config,
     caps: &Capabilities,
     buffer: &Buffer,
-    len: u64,
+    src: &Source,
     cached: Option<f64>,
 ) -> (IoPath, String) {
+    let len = src.len;
     if let Some(p) = config.force_io_path {
         return (p, "forced by configuration".into());
     }
@@ -189,6 +261,13 @@ fn choose_path(
         return (
             IoPath::BufferedSync,
             "io_uring unavailable on this kernel".into(),
+        );
+    }
+    if dmabuf_registered::applies(caps, buffer, src).is_ok() {
+        return (
+            IoPath::DmabufRegistered,
+            "the dma-buf registered with io_uring for the device: it DMAs straight into the buffer"
+                .into(),
         );
     }
     if !buffer.heap.direct_io {
@@ -233,19 +312,23 @@ fn fill(
     progress: &mut Progress<'_, '_>,
 ) -> Result<(IoPath, String)> {
     let cached = cached_fraction(config, caps, src);
-    let (mut path, mut reason) = choose_path(config, caps, buffer, src.len, cached);
+    let (mut path, mut reason) = choose_path(config, caps, buffer, src, cached);
+    if caps.io_uring_dmabuf_regbuf && path != IoPath::DmabufRegistered {
+        if let Err(why) = dmabuf_registered::applies(caps, buffer, src) {
+            reason = format!("{reason} (DmabufRegistered not used: {why})");
+        }
+    }
     // Cached data copies fastest inline in our thread; uncached data reads best as plain
     // blocking reads on io-wq workers (see BUFFERED_QUEUE_DEPTH).
     let buffered_async = !cached.is_some_and(|f| f >= CACHED_FRACTION);
-    if path == IoPath::None || path == IoPath::DmabufRegistered {
-        // DmabufRegistered needs a raw block device target and a kernel uAPI not in
-        // mainline (see `Capabilities::io_uring_dmabuf_regbuf`): never pretend to run it.
-        reason = format!("{path:?} cannot be forced for a file source");
+    if path == IoPath::None {
+        reason = format!("{path:?} cannot be forced for a non-empty range");
         path = IoPath::DirectRegistered;
     }
     let mut populator = match (config.alloc_strategy, buffer.memfd()) {
         (AllocStrategy::Overlap, Some(_))
-            if path != IoPath::BufferedSync && buffer.size >= POPULATE_MIN =>
+            if !matches!(path, IoPath::BufferedSync | IoPath::DmabufRegistered)
+                && buffer.size >= POPULATE_MIN =>
         {
             Populator::start(
                 map.clone(),
@@ -256,15 +339,25 @@ fn fill(
     };
     let depth = config.queue_depth.unwrap_or(DEFAULT_QUEUE_DEPTH);
     let chunk = config.chunk_size.unwrap_or(DEFAULT_CHUNK);
+    // Registered slices never split a huge page: each one then pins whole large folios,
+    // which io_uring coalesces into one segment per folio.
+    let slice_min = match buffer.pages {
+        PagePlan::Hugetlb(ps) | PagePlan::Thp(ps) => ps as usize,
+        PagePlan::Base => 0,
+    };
     loop {
         progress.restart();
         let attempt = match path {
+            IoPath::DmabufRegistered => {
+                dmabuf_registered::attempt(config, caps, src, buffer, depth, chunk, progress)
+            }
             IoPath::DirectRegistered | IoPath::Direct => direct(
                 src,
                 map,
                 depth,
                 chunk,
                 path == IoPath::DirectRegistered,
+                slice_min,
                 progress,
             ),
             IoPath::Buffered => buffered_uring(
@@ -354,26 +447,6 @@ fn loop_error(e: LoopError, src: &Source) -> Attempt {
     }
 }
 
-/// Reopens the source with O_DIRECT on a NEW open file description (the client's flags are
-/// never touched) and checks it is the same inode.
-fn open_direct(src: &Source) -> std::result::Result<OwnedFd, String> {
-    let f = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT | libc::O_CLOEXEC)
-        .open(format!("/proc/self/fd/{}", src.fd.as_raw_fd()))
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::EINVAL) => "the file system refused O_DIRECT (EINVAL)".to_string(),
-            _ => format!("reopening with O_DIRECT failed: {e}"),
-        })?;
-    let md = f
-        .metadata()
-        .map_err(|e| format!("fstat of the O_DIRECT reopen: {e}"))?;
-    if md.dev() != src.dev || md.ino() != src.ino {
-        return Err("the O_DIRECT reopen is not the same inode".into());
-    }
-    Ok(f.into())
-}
-
 /// O_DIRECT into the buffer's pages: the block-aligned body with io_uring (registered
 /// buffers when `fixed`), the unaligned head/tail left to the bounce in [`finish_pieces`].
 fn direct(
@@ -382,13 +455,14 @@ fn direct(
     depth: u32,
     chunk: usize,
     fixed: bool,
+    slice_min: usize,
     progress: &mut Progress<'_, '_>,
 ) -> std::result::Result<Done, Attempt> {
     let fallback = |why: String| Attempt::Fallback {
         why,
         to: Some(IoPath::Buffered),
     };
-    let dfd = open_direct(src).map_err(fallback)?;
+    let dfd = src.reopen_direct().map_err(fallback)?;
     let align = match statx::dio_align(&dfd) {
         Ok(Some(a)) => a,
         // Pre-6.1 kernel or a file system that does not say: page alignment is what
@@ -420,7 +494,7 @@ fn direct(
     let mut fixed_slice = None;
     if fixed {
         // A whole number of chunks per slice, so no read straddles two slots.
-        let slice = FIXED_SLICE.max(chunk) / chunk * chunk;
+        let slice = FIXED_SLICE.max(slice_min).max(chunk) / chunk * chunk;
         let slots = (body_end - body_start).div_ceil(slice as u64) as u32;
         match ring.enable_fixed(slots) {
             Ok(()) => fixed_slice = Some(slice),

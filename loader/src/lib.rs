@@ -1,19 +1,31 @@
 //! dmabuf_loader: the binder-free core of the dmabuf-loader service.
 //!
 //! An untrusted file fd goes in; a buffer fd (a dma-buf wherever the machine has a source of
-//! them) filled with the file's bytes comes out. Start reading at [`engine`] for the data
-//! path; [`source`] validates the fd, `buffer/` holds the providers, `uring` the io_uring
-//! read loop, `sys/` every `unsafe` line.
+//! them) filled with the file's bytes comes out. The public surface is what a user needs: the
+//! request/result/error types and capabilities (`api.rs`), [`Loader`] and [`Prepared`], and a
+//! few safe helpers ([`BufferView`], [`Loader::allocate`], [`device_read`]). Everything else is
+//! private: start reading at `engine.rs` for the data path; `source.rs` validates the fd and
+//! owns its identity (readlink, reopen, same-inode check), `buffer/` holds the providers,
+//! `uring.rs` the io_uring read loop, `sys/` every `unsafe` line.
 
-pub mod api;
-pub mod bench;
-pub mod buffer;
-pub mod engine;
+mod api;
+mod buffer;
+mod engine;
+mod limit;
 mod loader;
 pub mod size;
-pub mod source;
-pub mod sys;
+mod source;
+mod sys;
 mod uring;
+mod view;
 
 pub use api::*;
+pub use buffer::memory::meminfo_bytes;
+pub use buffer::pages::{hugetlb_pools, shmem_thp_sizes, HugePages, HugetlbPool};
+pub use buffer::udmabuf::size_limit as udmabuf_size_limit;
+pub use engine::SMALL_RANGE;
+pub use limit::{device_read, page_cache_bytes};
 pub use loader::{Loader, Prepared};
+pub use source::SourceError;
+pub use sys::statx::{dio_align, DioAlign};
+pub use view::{begin_cpu_read, end_cpu_read, BufferView, MappedBuffer};

@@ -42,9 +42,14 @@ impl Prepared {
     pub fn heap(&self) -> &HeapInfo {
         &self.heap
     }
+    /// Where the source fd points, as readlink(/proc/self/fd/N) said when it was validated
+    /// ("fd:N" when it has no name), for logs.
+    pub fn path(&self) -> &str {
+        &self.source.path
+    }
 }
 
-fn page_size() -> u64 {
+pub(crate) fn page_size() -> u64 {
     nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
         .ok()
         .flatten()
@@ -74,14 +79,26 @@ fn probe_capabilities() -> Capabilities {
             false
         }
     };
-    let io_uring_dmabuf_regbuf = io_uring
-        && match sys::ring::probe_dmabuf_regbuf() {
-            Ok(v) => v,
-            Err(e) => {
-                log::info!("io_uring dmabuf registered-buffer probe could not run: {e}");
-                false
-            }
-        };
+    let regbuf = if io_uring {
+        sys::regbuf::probe().unwrap_or_else(|e| sys::regbuf::Probe {
+            available: false,
+            detail: format!("the probe could not run: {e}"),
+        })
+    } else {
+        sys::regbuf::Probe {
+            available: false,
+            detail: "io_uring unavailable".into(),
+        }
+    };
+    log::info!(
+        "io_uring dma-buf registered buffers: {} ({})",
+        if regbuf.available {
+            "available"
+        } else {
+            "unavailable"
+        },
+        regbuf.detail
+    );
     let cachestat = match buffer::memfd::create("dmabuf-loader-probe", 0) {
         Ok(fd) => !matches!(
             sys::cachestat::cachestat(&fd, 0, 0),
@@ -92,7 +109,8 @@ fn probe_capabilities() -> Capabilities {
     Capabilities {
         kernel_release,
         io_uring,
-        io_uring_dmabuf_regbuf,
+        io_uring_dmabuf_regbuf: regbuf.available,
+        io_uring_dmabuf_regbuf_detail: regbuf.detail,
         cachestat,
     }
 }

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use binder::{SpIBinder, Strong};
 use binder_random_parcel_rs::fuzz_service;
-use dmabuf_loader_service::compat::aidl::IDmabufLoader::IDmabufLoader;
+use dmabuf_loader_binder::aidl::IDmabufLoader::IDmabufLoader;
 use dmabuf_loader_service::config::ServiceConfig;
 use dmabuf_loader_service::DmabufLoaderService;
 use libfuzzer_sys::fuzz_target;

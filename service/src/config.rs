@@ -262,7 +262,7 @@ fn de_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Er
 }
 
 fn mem_total_bytes() -> Option<u64> {
-    dmabuf_loader::buffer::memory::meminfo_bytes("MemTotal").ok()
+    dmabuf_loader::meminfo_bytes("MemTotal").ok()
 }
 
 #[cfg(test)]

@@ -1,14 +1,14 @@
-//! Conversions between the AIDL parcelables/enums and the core engine's types, both ways
-//! (the client uses the reverse ones to print what the service said).
+//! Conversions between the AIDL parcelables/enums and the core engine's types. (Display names
+//! and copies of an AIDL result, which clients need too, are in `dmabuf_loader_binder`.)
 
 use dmabuf_loader as core;
 use dmabuf_loader::{ErrorKind, LoadError};
 
-use crate::compat::aidl::{
+use dmabuf_loader_binder::aidl::{
     BufferKind::BufferKind, ChecksumType::ChecksumType, HeapInfo::HeapInfo, IoPath::IoPath,
     LoadRequest::LoadRequest, LoadResult::LoadResult,
 };
-use crate::compat::ParcelFileDescriptor;
+use dmabuf_loader_binder::ParcelFileDescriptor;
 
 /// The engine request for an AIDL request; refuses negative ranges and unknown enum values.
 pub fn request_from_aidl(r: &LoadRequest) -> Result<core::LoadRequest, LoadError> {
@@ -101,54 +101,27 @@ pub fn result_to_aidl(l: core::Loaded) -> LoadResult {
     }
 }
 
-/// A copy of `r` with its own dup of the buffer fd (callbacks receive results by reference).
-pub fn clone_result(r: &LoadResult) -> std::io::Result<LoadResult> {
-    let buffer = match &r.buffer {
-        Some(pfd) => Some(ParcelFileDescriptor::new(
-            crate::compat::borrow_pfd(pfd).try_clone_to_owned()?,
-        )),
-        None => None,
-    };
-    Ok(LoadResult {
-        buffer,
-        dataLength: r.dataLength,
-        bufferSize: r.bufferSize,
-        heapName: r.heapName.clone(),
-        bufferKind: r.bufferKind,
-        ioPath: r.ioPath,
-        ioPathReason: r.ioPathReason.clone(),
-        allocNanos: r.allocNanos,
-        totalNanos: r.totalNanos,
-        checksumType: r.checksumType,
-        checksum: r.checksum,
-    })
-}
-
-/// Display names (the AIDL constant names; the generated `Debug` prints only numbers).
-pub fn buffer_kind_name(k: BufferKind) -> String {
-    match k {
-        BufferKind::DMA_HEAP => "DMA_HEAP".into(),
-        BufferKind::UDMABUF => "UDMABUF".into(),
-        BufferKind::MEMFD => "MEMFD".into(),
-        other => format!("UNKNOWN({})", other.0),
-    }
-}
-
-pub fn io_path_name(p: IoPath) -> String {
-    match p {
-        IoPath::DIRECT_REGISTERED => "DIRECT_REGISTERED".into(),
-        IoPath::DIRECT => "DIRECT".into(),
-        IoPath::BUFFERED => "BUFFERED".into(),
-        IoPath::BUFFERED_SYNC => "BUFFERED_SYNC".into(),
-        IoPath::DMABUF_REGISTERED => "DMABUF_REGISTERED".into(),
-        IoPath::NONE => "NONE".into(),
-        other => format!("UNKNOWN({})", other.0),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_spelling_of_each_io_path() {
+        use dmabuf_loader::IoPath as P;
+        for p in [
+            P::DirectRegistered,
+            P::Direct,
+            P::Buffered,
+            P::BufferedSync,
+            P::DmabufRegistered,
+            P::None,
+        ] {
+            assert_eq!(
+                dmabuf_loader_binder::io_path_name(io_path_to_aidl(p)),
+                p.to_string()
+            );
+        }
+    }
 
     #[test]
     fn request_defaults_mean_whole_file_default_heap() {

@@ -6,8 +6,8 @@
 
 use dmabuf_loader::{ErrorKind, LoadError};
 
-use crate::compat::aidl::ErrorCode::ErrorCode;
-use crate::compat::{service_specific, Status};
+use dmabuf_loader_binder::aidl::ErrorCode::ErrorCode;
+use dmabuf_loader_binder::{error_code_name, service_specific, Status};
 
 /// The AIDL code for an engine error kind.
 pub fn error_code(kind: ErrorKind) -> ErrorCode {
@@ -56,34 +56,6 @@ pub const ALL_KINDS: [ErrorKind; 16] = [
     ErrorKind::Internal,
 ];
 
-/// AIDL names of the codes 1..=16 (the generated enum's `Debug` prints only the number).
-const CODE_NAMES: [&str; 16] = [
-    "BAD_FD",
-    "PATH_ONLY_FD",
-    "NOT_READABLE",
-    "UNSUPPORTED_FILE_TYPE",
-    "INVALID_RANGE",
-    "TOO_LARGE",
-    "UNKNOWN_HEAP",
-    "ALLOCATION_FAILED",
-    "IO_ERROR",
-    "FILE_CHANGED",
-    "CANCELLED",
-    "TIMED_OUT",
-    "BUSY",
-    "PERMISSION_DENIED",
-    "INVALID_ARGUMENT",
-    "INTERNAL",
-];
-
-/// The AIDL name of a code ("TOO_LARGE"), or "UNKNOWN(<n>)".
-pub fn error_code_name(code: i32) -> String {
-    match usize::try_from(code).ok().and_then(|c| c.checked_sub(1)) {
-        Some(i) if i < CODE_NAMES.len() => CODE_NAMES[i].to_string(),
-        _ => format!("UNKNOWN({code})"),
-    }
-}
-
 /// The message sent with a failure: the whole context chain, on one line.
 pub fn error_message(err: &LoadError) -> String {
     format!("{:#}", err.source)
@@ -127,11 +99,10 @@ mod tests {
         }
         assert_eq!(error_kind(0), None);
         assert_eq!(error_kind(17), None);
-        assert_eq!(error_code_name(6), "TOO_LARGE");
-        assert_eq!(error_code_name(1), "BAD_FD");
-        assert_eq!(error_code_name(16), "INTERNAL");
-        assert_eq!(error_code_name(0), "UNKNOWN(0)");
-        assert_eq!(error_code_name(99), "UNKNOWN(99)");
+        for k in ALL_KINDS {
+            let name = error_code_name(error_code(k).0);
+            assert!(!name.contains('('), "{k:?} has no AIDL name: {name}");
+        }
     }
 
     #[test]
@@ -141,8 +112,11 @@ mod tests {
             anyhow::anyhow!("offset 10 beyond end 5").context("checking the range"),
         );
         let status = to_status(&err);
-        assert_eq!(crate::compat::service_specific_code(&status), Some(5));
-        let msg = crate::compat::status_message(&status);
+        assert_eq!(
+            dmabuf_loader_binder::service_specific_code(&status),
+            Some(5)
+        );
+        let msg = dmabuf_loader_binder::status_message(&status);
         assert!(
             msg.contains("checking the range") && msg.contains("offset 10"),
             "{msg}"

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use dmabuf_loader_binder::{Transport, SERVICE_NAME};
 use dmabuf_loader_service::config::{self, ConfigOverrides};
-use dmabuf_loader_service::{transport, DmabufLoaderService, Transport, SERVICE_NAME};
+use dmabuf_loader_service::DmabufLoaderService;
 use nix::sys::signal::{SigSet, Signal};
 
 #[derive(Parser, Debug)]
@@ -61,7 +62,8 @@ fn try_main(args: Args) -> Result<()> {
     let shutdown = service.shutdown_handle();
     // Every load may be running and a few quick calls (getHeaps, cancel) still get a thread.
     let threads = config.max_concurrent_loads + 2;
-    let server = transport::serve(&transport, service.into_binder(), threads)?;
+    let server =
+        dmabuf_loader_binder::serve(&transport, SERVICE_NAME, &service.into_binder(), threads)?;
     log::info!(
         "serving {SERVICE_NAME} on {} ({threads} threads)",
         transport.describe()
@@ -72,9 +74,7 @@ fn try_main(args: Args) -> Result<()> {
     if !shutdown.shutdown(Duration::from_secs(10)) {
         log::warn!("some loads did not stop within 10 s; exiting anyway");
     }
-    // The RPC server on a host; a unit struct on Android (servicemanager holds the binder).
-    #[allow(clippy::drop_non_drop)]
-    drop(server);
+    server.stop();
     log::info!("stopped");
     Ok(())
 }

@@ -5,22 +5,24 @@
 //! before the load starts are thrown as ServiceSpecificExceptions from the call itself (also
 //! for `loadAsync`); failures after an async load started arrive at `ILoadCallback.onError`.
 
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use dmabuf_loader::{ErrorKind, LoadControl, LoadError, Loader};
 
+use dmabuf_loader_binder::aidl::HeapInfo::HeapInfo;
+use dmabuf_loader_binder::aidl::IDmabufLoader::{BnDmabufLoader, IDmabufLoader};
+use dmabuf_loader_binder::aidl::ILoadCallback::ILoadCallback;
+use dmabuf_loader_binder::aidl::ILoadTask::ILoadTask;
+use dmabuf_loader_binder::aidl::LoadRequest::LoadRequest;
+use dmabuf_loader_binder::aidl::LoadResult::LoadResult;
+use dmabuf_loader_binder::aidl::ServiceInfo::ServiceInfo;
+use dmabuf_loader_binder::{
+    self as binder, borrow_pfd, BinderResult, Interface, ParcelFileDescriptor, Strong,
+};
+
 use crate::admission::Admission;
-use crate::compat::aidl::HeapInfo::HeapInfo;
-use crate::compat::aidl::IDmabufLoader::{BnDmabufLoader, IDmabufLoader};
-use crate::compat::aidl::ILoadCallback::ILoadCallback;
-use crate::compat::aidl::ILoadTask::ILoadTask;
-use crate::compat::aidl::LoadRequest::LoadRequest;
-use crate::compat::aidl::LoadResult::LoadResult;
-use crate::compat::aidl::ServiceInfo::ServiceInfo;
-use crate::compat::{self, borrow_pfd, BinderResult, Interface, ParcelFileDescriptor, Strong};
 use crate::config::ServiceConfig;
 use crate::convert::{heap_to_aidl, request_from_aidl, result_to_aidl};
 use crate::error::OrBinderStatus;
@@ -91,11 +93,11 @@ impl DmabufLoaderService {
 
     /// The binder object to publish.
     pub fn into_binder(self) -> Strong<dyn IDmabufLoader> {
-        crate::new_binder!(BnDmabufLoader, self)
+        dmabuf_loader_binder::new_binder!(BnDmabufLoader, self)
     }
 
     fn check_caller(&self) -> Result<u32, LoadError> {
-        let uid = compat::calling_uid();
+        let uid = binder::calling_uid();
         match &self.config.allowed_uids {
             Some(allowed) if !allowed.contains(&uid) => Err(LoadError::msg(
                 ErrorKind::PermissionDenied,
@@ -120,15 +122,23 @@ impl DmabufLoaderService {
         let prepared = self.loader.prepare(borrow_pfd(fd), req)?;
         let permit = self.admission.try_admit(uid, prepared.buffer_size())?;
         let entry = self.tasks.register()?;
-        let what = describe(uid, fd, &prepared);
+        let what = describe(uid, &prepared);
         let ctl = LoadControl {
             cancel: entry.cancel.clone(),
             deadline: self.deadline(),
             progress: None,
         };
         let loaded = self.loader.run(prepared, &ctl)?;
-        log::info!(
-            "load {}: {what}: {} bytes via {:?} in {:.1} ms ({:.0} MiB/s; {:.3} ms in the call)",
+        // Small loads log at debug: at info, one line per 4 KiB load was a measurable part of
+        // its latency (a write(2) per call; logd on a device) and floods the log.
+        let level = if loaded.data_len >= SMALL_LOAD_LOG {
+            log::Level::Info
+        } else {
+            log::Level::Debug
+        };
+        log::log!(
+            level,
+            "load {}: {what}: {} bytes via {} in {:.1} ms ({:.0} MiB/s; {:.3} ms in the call)",
             entry.id,
             loaded.data_len,
             loaded.io_path,
@@ -141,17 +151,23 @@ impl DmabufLoaderService {
     }
 }
 
+/// Loads smaller than this log at debug level, larger ones at info.
+const SMALL_LOAD_LOG: u64 = 1 << 20;
+
 /// "uid 1000 /data/x.bin (4096 bytes) -> heap system" for the per-load log line (not built
-/// when info logging is off: the readlink is a measurable part of a small load).
-fn describe(uid: u32, fd: &ParcelFileDescriptor, p: &dmabuf_loader::Prepared) -> String {
-    if !log::log_enabled!(log::Level::Info) {
+/// when no log line will be written; the path is the one the engine read when validating).
+fn describe(uid: u32, p: &dmabuf_loader::Prepared) -> String {
+    let level = if p.data_len() >= SMALL_LOAD_LOG {
+        log::Level::Info
+    } else {
+        log::Level::Debug
+    };
+    if !log::log_enabled!(level) {
         return String::new();
     }
-    let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "<unnamed fd>".into());
     format!(
-        "uid {uid} {path} ({} bytes) -> heap {}",
+        "uid {uid} {} ({} bytes) -> heap {}",
+        p.path(),
         p.data_len(),
         p.heap().name
     )
@@ -184,7 +200,7 @@ impl IDmabufLoader for DmabufLoaderService {
             let prepared = self.loader.prepare(borrow_pfd(fd), &req)?;
             let permit = self.admission.try_admit(uid, prepared.buffer_size())?;
             let entry = self.tasks.register()?;
-            let what = describe(uid, fd, &prepared);
+            let what = describe(uid, &prepared);
             task::spawn(AsyncLoad {
                 loader: Arc::clone(&self.loader),
                 prepared,
@@ -222,7 +238,7 @@ impl IDmabufLoader for DmabufLoaderService {
             implementation: format!(
                 "dmabuf-loader {} ({}, {})",
                 env!("CARGO_PKG_VERSION"),
-                compat::BINDER_CRATE,
+                binder::BINDER_CRATE,
                 self.transport
             ),
             kernelRelease: caps.kernel_release.clone(),

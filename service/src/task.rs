@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 
 use dmabuf_loader::{CancelToken, ErrorKind, LoadControl, LoadError, Loader, Prepared};
 
+use dmabuf_loader_binder::aidl::ILoadCallback::ILoadCallback;
+use dmabuf_loader_binder::aidl::ILoadTask::{BnLoadTask, ILoadTask};
+use dmabuf_loader_binder::{self as binder, error_code_name, BinderResult, Interface, Strong};
+
 use crate::admission::Permit;
-use crate::compat::aidl::ILoadCallback::ILoadCallback;
-use crate::compat::aidl::ILoadTask::{BnLoadTask, ILoadTask};
-use crate::compat::{self, BinderResult, Interface, Strong};
 use crate::convert::result_to_aidl;
-use crate::error::{error_code, error_code_name, error_message};
+use crate::error::{error_code, error_message};
 
 /// Minimum interval between two progress callbacks (the last one is always sent).
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(50);
@@ -102,7 +103,7 @@ impl ILoadTask for LoadTask {
             log::info!(
                 "task {}: cancel requested by uid {}",
                 self.id,
-                compat::calling_uid()
+                binder::calling_uid()
             );
         }
         self.cancel.cancel();
@@ -134,7 +135,7 @@ pub fn spawn(load: AsyncLoad) -> Result<Strong<dyn ILoadTask>, LoadError> {
         }
     };
     // Without a death notification a dead client's load would only stop at its next callback.
-    let death = match compat::link_to_death(load.callback.as_binder(), on_death) {
+    let death = match binder::link_to_death(load.callback.as_binder(), on_death) {
         Ok(link) => Some(link),
         Err(e) => {
             log::warn!("task {id}: no death notification for the callback ({e:#}); a dead client is noticed at its next progress callback");
@@ -153,7 +154,10 @@ pub fn spawn(load: AsyncLoad) -> Result<Strong<dyn ILoadTask>, LoadError> {
                 anyhow::Error::new(e).context("starting the load thread"),
             )
         })?;
-    Ok(crate::new_binder!(BnLoadTask, LoadTask { id, cancel }))
+    Ok(dmabuf_loader_binder::new_binder!(
+        BnLoadTask,
+        LoadTask { id, cancel }
+    ))
 }
 
 fn run(load: AsyncLoad) {
@@ -200,7 +204,7 @@ fn run(load: AsyncLoad) {
     let delivered = match outcome {
         Ok(loaded) => {
             log::info!(
-                "task {id}: loaded {} bytes from heap {} via {:?} in {:.1} ms",
+                "task {id}: loaded {} bytes from heap {} via {} in {:.1} ms",
                 loaded.data_len,
                 loaded.heap,
                 loaded.io_path,

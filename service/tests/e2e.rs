@@ -20,17 +20,15 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use dmabuf_loader_service::compat::aidl::ChecksumType::ChecksumType;
-use dmabuf_loader_service::compat::aidl::IDmabufLoader::{self as iface, IDmabufLoader};
-use dmabuf_loader_service::compat::aidl::ILoadCallback::{BnLoadCallback, ILoadCallback};
-use dmabuf_loader_service::compat::aidl::LoadRequest::LoadRequest;
-use dmabuf_loader_service::compat::aidl::LoadResult::LoadResult;
-use dmabuf_loader_service::compat::{
-    self, borrow_pfd, BinderResult, Connection, Interface, ParcelFileDescriptor, Strong,
+use dmabuf_loader_binder::aidl::ChecksumType::ChecksumType;
+use dmabuf_loader_binder::aidl::IDmabufLoader::{self as iface, IDmabufLoader};
+use dmabuf_loader_binder::aidl::ILoadCallback::{BnLoadCallback, ILoadCallback};
+use dmabuf_loader_binder::aidl::LoadRequest::LoadRequest;
+use dmabuf_loader_binder::aidl::LoadResult::LoadResult;
+use dmabuf_loader_binder::{
+    self as binder, borrow_pfd, clone_result, error_code_name, BinderResult, Connection, Interface,
+    ParcelFileDescriptor, Strong, Transport, SERVICE_NAME,
 };
-use dmabuf_loader_service::convert::clone_result;
-use dmabuf_loader_service::error::error_code_name;
-use dmabuf_loader_service::{transport, Transport};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 const MIB: u64 = 1 << 20;
@@ -92,10 +90,11 @@ impl Service {
     }
 
     fn connect_n(&self, connections: u32) -> Result<Connection<dyn IDmabufLoader>> {
-        transport::connect(
+        binder::connect(
             &Transport::Unix {
                 path: self.socket.clone(),
             },
+            SERVICE_NAME,
             connections,
         )
     }
@@ -218,8 +217,8 @@ fn pfd(f: &impl AsFd) -> Result<ParcelFileDescriptor> {
 fn code<T>(r: BinderResult<T>) -> std::result::Result<T, (i32, String)> {
     r.map_err(|s| {
         (
-            compat::service_specific_code(&s).unwrap_or(i32::MIN),
-            compat::status_message(&s),
+            binder::service_specific_code(&s).unwrap_or(i32::MIN),
+            binder::status_message(&s),
         )
     })
 }
@@ -315,7 +314,7 @@ impl ILoadCallback for Cb {
 fn callback() -> (Strong<dyn ILoadCallback>, mpsc::Receiver<Ev>) {
     let (tx, rx) = mpsc::channel();
     (
-        dmabuf_loader_service::new_binder!(BnLoadCallback, Cb(Mutex::new(tx))),
+        dmabuf_loader_binder::new_binder!(BnLoadCallback, Cb(Mutex::new(tx))),
         rx,
     )
 }
@@ -821,10 +820,11 @@ fn async_cancel() -> Result<()> {
 
 /// Helper role: connect, start a load of FILE (async or sync), print "started", hang.
 fn child_client(socket: &str, file: &str, mode: &str) -> Result<()> {
-    let c = transport::connect(
+    let c: Connection<dyn IDmabufLoader> = binder::connect(
         &Transport::Unix {
             path: socket.into(),
         },
+        SERVICE_NAME,
         1,
     )?;
     let f = File::open(file)?;

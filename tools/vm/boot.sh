@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Boots the guest under qemu (TCG: KVM is unusable on this workplace's nested machines) with
-# three emulated NVMe disks, shows the serial console and keeps it in cache/logs/<mode>-<time>.log.
+# four emulated NVMe disks, shows the serial console and keeps it in cache/logs/<mode>-<time>.log.
 # Exits with the guest's status (the "RIG-DONE rc=N" line), or 1 when the guest never got there.
 # Usage: boot.sh MODE KERNEL_DIR INITRAMFS
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 mode=$1 kdir=$2 initrd=$3
+[ "${VM_KERNEL:-stock}" = stock ] || mode_tag=-$VM_KERNEL
 disks=$CACHE/disks
 mkdir -p "$CACHE/logs"
-logf=$CACHE/logs/$mode-$(date -u +%Y%m%dT%H%M%SZ).log
+logf=$CACHE/logs/$mode${mode_tag:-}-$(date -u +%Y%m%dT%H%M%SZ).log
 ln -sfn "$(basename "$logf")" "$CACHE/logs/latest.log"
 # Keep the 30 newest logs.
 find "$CACHE/logs" -name '*.log' -type f -printf '%T@ %p\n' | sort -rn | tail -n +31 | cut -d' ' -f2- | xargs -r rm -f
@@ -20,7 +21,7 @@ qemu=(
     qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2048
     -nodefaults -no-reboot -display none -serial stdio -monitor none
     -kernel "$kdir/vmlinuz" -initrd "$initrd"
-    -append "console=ttyS0 panic=-1 loglevel=4 rig.mode=$mode"
+    -append "console=ttyS0 panic=-1 loglevel=4 rig.mode=$mode rig.kernel=${VM_KERNEL:-stock}"
     # Test files; written by the tests, but snapshot=on throws the writes away at exit.
     -drive "if=none,id=data,format=raw,snapshot=on,file=$disks/data.img"
     -device "nvme,drive=data,serial=rigdata"
@@ -30,6 +31,9 @@ qemu=(
     # Throttled, so a load from it is still running when the test kills the service.
     -drive "if=none,id=slow,format=raw,readonly=on,file=$disks/slow.img,throttling.bps-read=$SLOW_BPS"
     -device "nvme,drive=slow,serial=rigslow"
+    # No file system: static bytes for raw block-device loads (the DMABUF_REGISTERED path).
+    -drive "if=none,id=raw,format=raw,readonly=on,file=$disks/raw.img"
+    -device "nvme,drive=raw,serial=rigraw"
 )
 log "booting ($mode): ${qemu[*]}"
 log "serial log: $logf"

@@ -12,13 +12,17 @@ for b in "${PROJECT_BINARIES[@]}"; do
     [ -x "$TARGET_DIR/release/$b" ] || die "cargo built no $b (is its crate still a placeholder?)"
 done
 
-# The core engine's own integration tests (loader/tests/load.rs), to run them on the guest's
-# real dma-heap and udmabuf too. cargo names test executables by hash: take the path it reports.
-log "cargo test --release -p dmabuf_loader --test load --no-run"
-exe=$(cd "$REPO" && CARGO_TARGET_DIR=$TARGET_DIR cargo test --release --locked -p dmabuf_loader \
-        --test load --no-run --message-format=json-render-diagnostics \
-    | grep '"kind":\["test"\]' | grep '"name":"load"' \
-    | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n1)
-[ -n "$exe" ] && [ -x "$exe" ] || die "cargo reported no executable for dmabuf_loader's test 'load'"
+# The core engine's own integration tests (loader/tests/*.rs), to run them on the guest's real
+# dma-heap, udmabuf and NVMe too. cargo names test executables by hash: take the path it reports.
+targs=()
+for t in "${CORE_TEST_TARGETS[@]}"; do targs+=(--test "$t"); done
+log "cargo test --release -p dmabuf_loader ${targs[*]} --no-run"
+json=$(cd "$REPO" && CARGO_TARGET_DIR=$TARGET_DIR cargo test --release --locked -p dmabuf_loader \
+        "${targs[@]}" --no-run --message-format=json-render-diagnostics | grep '"kind":\["test"\]')
 mkdir -p "$CACHE/bin"
-cp "$exe" "$CACHE/bin/$CORE_TESTS"
+for i in "${!CORE_TEST_TARGETS[@]}"; do
+    t=${CORE_TEST_TARGETS[$i]}
+    exe=$(echo "$json" | grep "\"name\":\"$t\"" | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n1)
+    [ -n "$exe" ] && [ -x "$exe" ] || die "cargo reported no executable for dmabuf_loader's test '$t'"
+    cp "$exe" "$CACHE/bin/${CORE_TEST_BINARIES[$i]}"
+done

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates the guest's two disks (cached; rebuilt when this script changes):
+# Creates the guest's disks (cached; rebuilt when this script changes):
 #   disks/data.img   1 GiB ext4 "rigdata" with generated test files; the guest mounts it
 #                    read-write, but qemu runs it with snapshot=on so every boot starts clean.
 #   disks/eio.img    64 MiB ext4 "rigeio" holding eio-8M.bin; qemu serves it through
@@ -7,6 +7,7 @@
 #                    middle of that file with EIO.
 #   disks/slow.img   64 MiB ext4 "rigslow" holding slow-24M.bin; qemu throttles reads of this
 #                    disk (SLOW_BPS) so a load takes seconds and a SIGKILL lands mid-load.
+#   disks/raw.img    64 MiB of random bytes, no file system ("rigraw"): raw NVMe range loads.
 #   disks/disks.env  where the fault is, for the guest (EIO_FILE, EIO_FILE_OFFSET, EIO_SECTOR).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -66,6 +67,10 @@ mkdir -p "$stage/slow"
 head -c $((24 << 20)) /dev/urandom > "$stage/slow/slow-24M.bin"
 mkfs.ext4 -q -F -b 4096 -L rigslow -E root_owner=0:0 -d "$stage/slow" "$dir/slow.img" 64M >&2
 echo "SLOW_FILE=slow-24M.bin" >> "$dir/disks.env"
+
+# --- raw disk ---------------------------------------------------------------------------------
+head -c $((64 << 20)) /dev/urandom > "$dir/raw.img"
+echo "RAW_SERIAL=rigraw" >> "$dir/disks.env"
 
 log "eio disk: eio-8M.bin block $mid_lblk -> fs block $pblk -> sector $sector fails with EIO"
 touch "$stamp"

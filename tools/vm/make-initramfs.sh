@@ -26,7 +26,9 @@ mkdir -p "$root/etc/rsbinder/hub.d"
 cp "$VM_DIR"/guest/hub.d/*.toml "$root/etc/rsbinder/hub.d/"
 chmod 0755 "$root/init" "$root"/rig/*.sh
 chmod -R go-w "$root/etc"
-cp "$kdir"/modules/*.ko "$kdir/modules/load-order" "$root/lib/modules/"
+# The seed kernel has everything built in: an empty load-order and no .ko files.
+cp "$kdir/modules/load-order" "$root/lib/modules/"
+find "$kdir/modules" -maxdepth 1 -name '*.ko' -exec cp {} "$root/lib/modules/" \;
 echo "root:x:0:0:root:/:/bin/sh" > "$root/etc/passwd"
 echo "root:x:0:" > "$root/etc/group"
 
@@ -37,9 +39,11 @@ for b in "${PROJECT_BINARIES[@]}"; do
     elif [ "$allow_missing" = --allow-missing-project ]; then log "initramfs: no $b (check mode)"
     else die "missing $TARGET_DIR/release/$b"; fi
 done
-if [ -x "$CACHE/bin/$CORE_TESTS" ] && [ "$allow_missing" != --allow-missing-project ]; then
-    bins+=("$CACHE/bin/$CORE_TESTS")
-fi
+for t in "${CORE_TEST_BINARIES[@]}"; do
+    if [ -x "$CACHE/bin/$t" ] && [ "$allow_missing" != --allow-missing-project ]; then
+        bins+=("$CACHE/bin/$t")
+    fi
+done
 for b in "${bins[@]}"; do
     strip --strip-debug -o "$root/usr/bin/$(basename "$b")" "$b"
     ldd "$b" | awk '/=> \//{print $3} /^\t\/[^ ]+ \(/{print $1}' | while read -r lib; do

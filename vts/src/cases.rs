@@ -12,8 +12,9 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use nix::fcntl::OFlag;
 
 use crate::binder::{
-    self, classify, pfd, BinderResult, BufferKind, ChecksumType, ErrorCode, Failure, HeapInfo,
-    IDmabufLoader, ILoadCallback, ILoadTask, IoPath, LoadRequest, LoadResult, ParcelFileDescriptor,
+    self, clone_result, error_code_name, pfd, BinderResult, BufferKind, CallError, ChecksumType,
+    ErrorCode, HeapInfo, IDmabufLoader, ILoadCallback, ILoadTask, IoPath, LoadRequest, LoadResult,
+    ParcelFileDescriptor,
 };
 use crate::os::{self, page_size, round_up_to_page, verify_fd_contents};
 use crate::{Env, Instance};
@@ -181,7 +182,7 @@ pub fn all() -> Vec<(String, CaseFn)> {
 
 fn loader(inst: &Instance) -> Result<(Arc<binder::Connection>, Loader)> {
     let c = inst.connection()?;
-    let l = c.loader.clone();
+    let l = c.service.clone();
     Ok((c, l))
 }
 
@@ -196,32 +197,6 @@ fn request(offset: i64, length: i64) -> LoadRequest {
         length,
         ..Default::default()
     }
-}
-
-/// The ErrorCode.aidl name of a code, for messages.
-fn ec_name(code: i32) -> String {
-    const NAMES: [&str; 16] = [
-        "BAD_FD",
-        "PATH_ONLY_FD",
-        "NOT_READABLE",
-        "UNSUPPORTED_FILE_TYPE",
-        "INVALID_RANGE",
-        "TOO_LARGE",
-        "UNKNOWN_HEAP",
-        "ALLOCATION_FAILED",
-        "IO_ERROR",
-        "FILE_CHANGED",
-        "CANCELLED",
-        "TIMED_OUT",
-        "BUSY",
-        "PERMISSION_DENIED",
-        "INVALID_ARGUMENT",
-        "INTERNAL",
-    ];
-    usize::try_from(code - 1)
-        .ok()
-        .and_then(|i| NAMES.get(i))
-        .map_or_else(|| format!("unknown code {code}"), |n| n.to_string())
 }
 
 /// The buffer size a `data`-byte load must report: `data` rounded up to a page. For an empty
@@ -239,16 +214,19 @@ fn expect_code<T: std::fmt::Debug>(
 ) -> Result<()> {
     match res {
         Ok(v) => bail!("{what}: succeeded ({v:?}), expected {want:?}"),
-        Err(s) => match classify(&s) {
-            Failure::ServiceSpecific(c, _) if c == want.0 => Ok(()),
-            Failure::ServiceSpecific(c, m) => {
+        Err(s) => match CallError::from_status(&s) {
+            CallError::Service { code: c, .. } if c == want.0 => Ok(()),
+            CallError::Service {
+                code: c,
+                message: m,
+            } => {
                 bail!(
                     "{what}: failed with {} ({c}) \"{m}\", expected {want:?} ({})",
-                    ec_name(c),
+                    error_code_name(c),
                     want.0
                 )
             }
-            Failure::Other(o) => {
+            CallError::Binder(o) => {
                 bail!("{what}: failed with {o}, expected ServiceSpecific {want:?}")
             }
         },
@@ -268,12 +246,16 @@ impl std::fmt::Display for Busy {
 impl std::error::Error for Busy {}
 
 fn call<T>(res: BinderResult<T>, what: &str) -> Result<T> {
-    res.map_err(|s| match classify(&s) {
-        Failure::ServiceSpecific(c, m) if c == ErrorCode::BUSY.0 => {
-            anyhow::Error::new(Busy(m)).context(what.to_string())
-        }
-        Failure::ServiceSpecific(c, m) => anyhow!("{what}: {} ({c}): {m}", ec_name(c)),
-        Failure::Other(o) => anyhow!("{what}: {o}"),
+    res.map_err(|s| match CallError::from_status(&s) {
+        CallError::Service {
+            code: c,
+            message: m,
+        } if c == ErrorCode::BUSY.0 => anyhow::Error::new(Busy(m)).context(what.to_string()),
+        CallError::Service {
+            code: c,
+            message: m,
+        } => anyhow!("{what}: {} ({c}): {m}", error_code_name(c)),
+        CallError::Binder(o) => anyhow!("{what}: {o}"),
     })
 }
 
@@ -409,26 +391,6 @@ fn check_result(
     Ok(())
 }
 
-/// A LoadResult whose buffer is a dup we own (a callback only borrows its argument).
-fn copy_result(r: &LoadResult) -> Result<LoadResult> {
-    Ok(LoadResult {
-        buffer: match &r.buffer {
-            Some(b) => Some(pfd(binder::dup(b)?)),
-            None => None,
-        },
-        dataLength: r.dataLength,
-        bufferSize: r.bufferSize,
-        heapName: r.heapName.clone(),
-        bufferKind: r.bufferKind,
-        ioPath: r.ioPath,
-        ioPathReason: r.ioPathReason.clone(),
-        allocNanos: r.allocNanos,
-        totalNanos: r.totalNanos,
-        checksumType: r.checksumType,
-        checksum: r.checksum,
-    })
-}
-
 /// What an async load told its callback.
 #[derive(Debug)]
 enum Event {
@@ -455,7 +417,8 @@ impl ILoadCallback for Recorder {
         Ok(())
     }
     fn onComplete(&self, r: &LoadResult) -> BinderResult<()> {
-        self.send(match copy_result(r) {
+        // A callback only borrows its argument: keep a copy with our own dup of the buffer.
+        self.send(match clone_result(r) {
             Ok(r) => Event::Complete(r),
             Err(e) => Event::Broken(format!("{e:#}")),
         });
@@ -603,7 +566,10 @@ fn load_and_check(
                 End::Error(c, m) if c == ErrorCode::BUSY.0 => {
                     Err(anyhow::Error::new(Busy(m)).context("loadAsync onError"))
                 }
-                End::Error(c, m) => bail!("loadAsync reported onError {} ({c}): {m}", ec_name(c)),
+                End::Error(c, m) => bail!(
+                    "loadAsync reported onError {} ({c}): {m}",
+                    error_code_name(c)
+                ),
             }
         }
     }
@@ -702,7 +668,7 @@ fn checksum_xxh3(inst: &Instance, env: &Env) -> Result<()> {
         match start_async(&l, &open_ro(&file)?, &req)?.wait()?.end {
             End::Complete(r) => check_result(&r, &hs, &req, &file, offset as u64, data)
                 .with_context(|| format!("loadAsync, range {offset}+{length}"))?,
-            End::Error(c, m) => bail!("loadAsync with XXH3_64: {} ({c}): {m}", ec_name(c)),
+            End::Error(c, m) => bail!("loadAsync with XXH3_64: {} ({c}): {m}", error_code_name(c)),
         }
     }
     Ok(())
@@ -949,7 +915,11 @@ fn heaps_read_only(inst: &Instance, env: &Env) -> Result<()> {
         // (Documented nowhere in the AIDL yet: see the VTS report.)
         let res = l.load(&open_ro(&file)?, &req);
         if let Err(s) = &res {
-            if let Failure::ServiceSpecific(c, m) = classify(s) {
+            if let CallError::Service {
+                code: c,
+                message: m,
+            } = CallError::from_status(s)
+            {
                 if c == ErrorCode::INVALID_ARGUMENT.0 {
                     // A memfd can be sealed read-only: no excuse there.
                     ensure!(
@@ -1037,8 +1007,8 @@ fn expect_async_refused(
             End::Error(c, m) => ensure!(
                 c == want.0,
                 "{what}: onError {} ({c}) \"{m}\", expected {}",
-                ec_name(c),
-                ec_name(want.0)
+                error_code_name(c),
+                error_code_name(want.0)
             ),
             End::Complete(r) => bail!("{what}: completed: {r:?}"),
         },
@@ -1047,7 +1017,7 @@ fn expect_async_refused(
             if let Ok(e) = rx.recv_timeout(QUIET_PERIOD) {
                 bail!(
                     "{what} threw {}, yet the callback got {e:?}",
-                    ec_name(want.0)
+                    error_code_name(want.0)
                 );
             }
         }
@@ -1099,7 +1069,7 @@ fn bad_o_path(inst: &Instance, env: &Env) -> Result<()> {
         ("load", l.load(&p, &LoadRequest::default()).map(drop)),
     ] {
         match res {
-            Err(s) if kernel && matches!(classify(&s), Failure::Other(_)) => {
+            Err(s) if kernel && matches!(CallError::from_status(&s), CallError::Binder(_)) => {
                 // Kernel binder cannot carry an O_PATH fd at all (binder_translate_fd uses
                 // fget(), which refuses FMODE_PATH): the transaction fails before the service
                 // sees it. That protects the service just as well.
@@ -1247,13 +1217,18 @@ fn bad_null_fd(inst: &Instance) -> Result<()> {
     let (_c, l) = loader(inst)?;
     let st = binder::load_file_with_null_fd(&l)?;
     ensure!(!st.is_ok(), "loadFile(null fd) succeeded");
-    match classify(&st) {
-        Failure::ServiceSpecific(c, _) if c == ErrorCode::BAD_FD.0 => {}
-        Failure::ServiceSpecific(c, m) => bail!(
+    match CallError::from_status(&st) {
+        CallError::Service { code: c, .. } if c == ErrorCode::BAD_FD.0 => {}
+        CallError::Service {
+            code: c,
+            message: m,
+        } => bail!(
             "loadFile(null fd): {} ({c}) \"{m}\", expected BAD_FD or a binder-level rejection",
-            ec_name(c)
+            error_code_name(c)
         ),
-        Failure::Other(o) => eprintln!("note: loadFile(null fd) rejected by the binder layer: {o}"),
+        CallError::Binder(o) => {
+            eprintln!("note: loadFile(null fd) rejected by the binder layer: {o}")
+        }
     }
     still_alive(&l)
 }
@@ -1296,7 +1271,7 @@ fn async_cancel(inst: &Instance, env: &Env) -> Result<()> {
                     ensure!(
                         c == ErrorCode::CANCELLED.0,
                         "cancelled load ended with {} ({c}) \"{m}\", expected CANCELLED",
-                        ec_name(c)
+                        error_code_name(c)
                     );
                     landed += 1;
                 }
@@ -1482,7 +1457,7 @@ fn client_fd_untouched(inst: &Instance, env: &Env) -> Result<()> {
             Api::Load => drop(call(l.load(&p, &LoadRequest::default()), "load")?),
             Api::LoadAsync => match start_async(&l, &p, &LoadRequest::default())?.wait()?.end {
                 End::Complete(_) => {}
-                End::Error(c, m) => bail!("loadAsync: {} ({c}): {m}", ec_name(c)),
+                End::Error(c, m) => bail!("loadAsync: {} ({c}): {m}", error_code_name(c)),
             },
         }
         drop(p);
@@ -1527,7 +1502,7 @@ fn async_truncated(inst: &Instance, env: &Env) -> Result<()> {
                     ensure!(
                         c == ErrorCode::FILE_CHANGED.0,
                         "truncated mid-load: {} ({c}) \"{m}\", expected FILE_CHANGED",
-                        ec_name(c)
+                        error_code_name(c)
                     );
                     changed += 1;
                     break;

@@ -98,10 +98,9 @@ fn instances(own: &Own) -> Result<Vec<Instance>> {
             })
             .collect());
     }
-    binder::init_kernel(own.binder_device.as_deref()).context(
+    let names = binder::kernel_instances(own.binder_device.as_deref()).context(
         "no --socket given and kernel binder is unusable (give --socket PATH for RPC binder)",
     )?;
-    let names = binder::kernel_instances()?;
     if names.is_empty() {
         eprintln!(
             "note: the service manager declares no instance of {DESCRIPTOR}: nothing to test"
@@ -111,7 +110,8 @@ fn instances(own: &Own) -> Result<Vec<Instance>> {
         .into_iter()
         .map(|n| {
             let name = format!("{DESCRIPTOR}/{n}");
-            Instance::new(n, Target::Kernel { name })
+            let driver = own.binder_device.clone();
+            Instance::new(n, Target::Kernel { name, driver })
         })
         .collect())
 }

@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use dmabuf_loader_binder::{Transport, SERVICE_NAME};
 use dmabuf_loader_service::config::ServiceConfig;
-use dmabuf_loader_service::{transport, DmabufLoaderService, Transport};
+use dmabuf_loader_service::DmabufLoaderService;
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
@@ -39,9 +40,10 @@ fn vts_suite_passes_against_the_host_service_without_leaking_fds() {
     let transport = Transport::Unix { path: sock.clone() };
     let service = DmabufLoaderService::new(config.clone(), transport.describe()).unwrap();
     let shutdown = service.shutdown_handle();
-    let server = transport::serve(
+    let server = dmabuf_loader_binder::serve(
         &transport,
-        service.into_binder(),
+        SERVICE_NAME,
+        &service.into_binder(),
         config.max_concurrent_loads + 2,
     )
     .unwrap();

@@ -12,10 +12,28 @@ use nix::unistd::ftruncate;
 /// A sealable memfd of `size` bytes named `name` (shown in /proc/<pid>/fd and maps).
 /// No page is allocated yet: the I/O faults pages in as it goes.
 pub fn create(name: &str, size: u64) -> anyhow::Result<OwnedFd> {
+    create_with(name, size, MemFdCreateFlag::empty())
+}
+
+/// A sealable hugetlb memfd of `size` bytes (a multiple of `page_size`) in pages of
+/// `page_size` from the kernel's pool. Pages are reserved when the memfd is mapped
+/// MAP_SHARED: a pool too small fails that mmap (ENOMEM), never a later fault.
+pub fn create_hugetlb(name: &str, size: u64, page_size: u64) -> anyhow::Result<OwnedFd> {
+    anyhow::ensure!(
+        page_size.is_power_of_two() && size % page_size == 0,
+        "{size} bytes is not a whole number of {page_size}-byte huge pages"
+    );
+    let log2 = page_size.trailing_zeros() as libc::c_uint;
+    let size_bits = MemFdCreateFlag::from_bits_retain(log2 << libc::MFD_HUGE_SHIFT);
+    create_with(name, size, MemFdCreateFlag::MFD_HUGETLB | size_bits)
+        .with_context(|| format!("hugetlb memfd of {} KiB pages", page_size >> 10))
+}
+
+fn create_with(name: &str, size: u64, extra: MemFdCreateFlag) -> anyhow::Result<OwnedFd> {
     let cname = std::ffi::CString::new(name.replace('\0', "")).context("memfd name")?;
     let fd = memfd_create(
         cname.as_c_str(),
-        MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
+        MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING | extra,
     )
     .context("memfd_create")?;
     ftruncate(&fd, size as i64).with_context(|| format!("ftruncate memfd to {size} bytes"))?;

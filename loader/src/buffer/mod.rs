@@ -5,15 +5,18 @@
 pub mod dma_heap;
 pub mod memfd;
 pub mod memory;
+pub mod pages;
 pub mod udmabuf;
 
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::OnceLock;
 
 use anyhow::anyhow;
 
 use crate::api::{BufferKind, Config, ErrorKind, HeapInfo, LoadError, Result};
 use crate::sys::dmabuf;
 use crate::sys::mman::Mapping;
+use pages::PagePlan;
 
 /// Name of the memfd provider.
 pub const MEMFD: &str = "memfd";
@@ -25,12 +28,14 @@ pub const UDMABUF: &str = "udmabuf";
 /// only where nothing else exists).
 pub fn probe(config: &Config) -> Vec<HeapInfo> {
     let mut heaps = Vec::new();
+    let shmem_sizes = pages::available_sizes(config.huge_pages);
     if udmabuf::present(&config.udmabuf_path) {
         heaps.push(HeapInfo {
             name: UDMABUF.into(),
             kind: BufferKind::Udmabuf,
             is_dmabuf: true,
             direct_io: true,
+            page_sizes: shmem_sizes.clone(),
         });
     }
     for name in dma_heap::list(&config.dma_heap_dir) {
@@ -42,6 +47,9 @@ pub fn probe(config: &Config) -> Vec<HeapInfo> {
             kind: BufferKind::DmaHeap,
             is_dmabuf: true,
             direct_io: false,
+            // The heap chooses (the system heap allocates 1 MiB, 64 KiB and 4 KiB chunks);
+            // not visible from here.
+            page_sizes: Vec::new(),
         });
     }
     heaps.push(HeapInfo {
@@ -49,6 +57,7 @@ pub fn probe(config: &Config) -> Vec<HeapInfo> {
         kind: BufferKind::Memfd,
         is_dmabuf: false,
         direct_io: true,
+        page_sizes: shmem_sizes,
     });
     if let Some(allowed) = &config.allowed_heaps {
         heaps.retain(|h| allowed.iter().any(|a| a == &h.name));
@@ -61,12 +70,29 @@ pub fn probe(config: &Config) -> Vec<HeapInfo> {
 pub struct Buffer {
     pub heap: HeapInfo,
     pub size: u64,
+    /// The pages it was created with (memfd, udmabuf; `Base` for a dma-heap).
+    pub pages: PagePlan,
+    /// Why a huge-page plan was not used, when it was refused.
+    pub pages_note: Option<String>,
     /// memfd (memfd, udmabuf) or dma-buf (dma-heap) behind the mapping.
     fd: OwnedFd,
+    /// The udmabuf made before the reads ([`Buffer::dmabuf_now`]), handed out by `finish`.
+    early_dmabuf: OnceLock<OwnedFd>,
 }
 
 fn alloc_err(e: anyhow::Error) -> LoadError {
     LoadError::new(ErrorKind::AllocationFailed, e)
+}
+
+/// A hugetlb memfd of `size` bytes (rounded up to whole `page_size` pages) and its mapping;
+/// the mmap reserves every page, so a pool too small fails here.
+fn hugetlb(name: &str, size: u64, page_size: u64) -> anyhow::Result<(OwnedFd, Mapping)> {
+    let rounded = size.next_multiple_of(page_size);
+    let fd = memfd::create_hugetlb(name, rounded, page_size)?;
+    let len = usize::try_from(rounded)?;
+    let map =
+        Mapping::shared_rw(&fd, len).map_err(|e| e.context("reserving the huge pages (mmap)"))?;
+    Ok((fd, map))
 }
 
 impl Buffer {
@@ -78,43 +104,162 @@ impl Buffer {
         config: &Config,
         name: &str,
     ) -> Result<(Buffer, Mapping)> {
-        // shmem pages are only allocated as the I/O faults them in, and the system heaps
-        // allocate page by page with ordinary GFP flags; either way a buffer larger than
-        // memory would end in reclaim and the OOM killer (seen in the VM rig with the system
-        // heap), not in a clean error. CMA/carveout heaps have their own pools: not checked.
-        if heap.kind != BufferKind::DmaHeap || heap.name.starts_with("system") {
-            memory::check_fits_in_memory(size).map_err(alloc_err)?;
-        }
-        let fd = match heap.kind {
-            BufferKind::Memfd | BufferKind::Udmabuf => {
-                memfd::create(name, size).map_err(alloc_err)?
-            }
-            BufferKind::DmaHeap => {
-                dma_heap::alloc(&config.dma_heap_dir, &heap.name, size).map_err(alloc_err)?
-            }
-        };
+        let len = usize::try_from(size)
+            .map_err(|_| LoadError::msg(ErrorKind::TooLarge, "size exceeds address space"))?;
         if heap.kind == BufferKind::DmaHeap {
+            // The system heaps allocate page by page with ordinary GFP flags: a buffer larger
+            // than memory would end in reclaim and the OOM killer (seen in the VM rig), not
+            // in a clean error. CMA/carveout heaps have their own pools: not checked.
+            if heap.name.starts_with("system") {
+                memory::check_fits_in_memory(size).map_err(alloc_err)?;
+            }
+            let fd = dma_heap::alloc(&config.dma_heap_dir, &heap.name, size).map_err(alloc_err)?;
             if let Err(e) = dmabuf::set_name(&fd, name) {
                 log::debug!("DMA_BUF_SET_NAME on {}: {e}", heap.name);
             }
+            let map = Mapping::shared_rw(&fd, len).map_err(alloc_err)?;
+            let buffer = Buffer {
+                heap: heap.clone(),
+                size,
+                pages: PagePlan::Base,
+                pages_note: None,
+                fd,
+                early_dmabuf: OnceLock::new(),
+            };
+            return Ok((buffer, map));
         }
-        let len = usize::try_from(size)
-            .map_err(|_| LoadError::msg(ErrorKind::TooLarge, "size exceeds address space"))?;
+        // memfd / udmabuf. udmabuf wraps exactly `size` bytes, so a hugetlb memfd behind it
+        // may be padded to whole huge pages; a plain memfd is handed out itself and must
+        // keep the size the caller was told.
+        let mut plan = pages::plan(config.huge_pages, size, heap.kind == BufferKind::Udmabuf);
+        let mut pages_note = None;
+        if let PagePlan::Hugetlb(ps) = plan {
+            match hugetlb(name, size, ps) {
+                Ok((fd, map)) => {
+                    let buffer = Buffer {
+                        heap: heap.clone(),
+                        size,
+                        pages: plan,
+                        pages_note,
+                        fd,
+                        early_dmabuf: OnceLock::new(),
+                    };
+                    return Ok((buffer, map));
+                }
+                Err(e) => {
+                    log::info!("no hugetlb pages for {name} ({e:#}); using shmem pages");
+                    pages_note = Some(format!("hugetlb refused: {e:#}"));
+                    plan = if config.huge_pages == pages::HugePages::Off {
+                        PagePlan::Base
+                    } else {
+                        pages::thp_or_base(size)
+                    };
+                }
+            }
+        }
+        // shmem pages are only allocated as the I/O faults them in: without this check a
+        // buffer larger than memory would start, drive the machine into reclaim and end with
+        // the OOM killer choosing a victim, instead of failing at once.
+        memory::check_fits_in_memory(size).map_err(alloc_err)?;
+        let fd = memfd::create(name, size).map_err(alloc_err)?;
         let map = Mapping::shared_rw(&fd, len).map_err(alloc_err)?;
+        if let PagePlan::Thp(_) = plan {
+            if let Err(e) = map.advise_hugepage() {
+                pages_note = Some(format!("MADV_HUGEPAGE refused: {e}"));
+                plan = PagePlan::Base;
+            }
+        }
         Ok((
             Buffer {
                 heap: heap.clone(),
                 size,
+                pages: plan,
+                pages_note,
                 fd,
+                early_dmabuf: OnceLock::new(),
             },
             map,
         ))
     }
 
+    /// A small memfd-backed buffer (memfd, udmabuf) with no mapping: the engine's small-load
+    /// path fills it with [`Buffer::write_all_at`], which spares an mmap, a page fault and
+    /// an munmap (a TLB shootdown in a multi-threaded service) per load.
+    pub fn allocate_unmapped(heap: &HeapInfo, size: u64, name: &str) -> Result<Buffer> {
+        if heap.kind == BufferKind::DmaHeap {
+            return Err(LoadError::msg(
+                ErrorKind::Internal,
+                "a dma-heap buffer can only be filled through a mapping",
+            ));
+        }
+        let fd = memfd::create(name, size).map_err(alloc_err)?;
+        Ok(Buffer {
+            heap: heap.clone(),
+            size,
+            pages: PagePlan::Base,
+            pages_note: None,
+            fd,
+            early_dmabuf: OnceLock::new(),
+        })
+    }
+
+    /// pwrite()s `data` at `off` into the memfd of an unmapped buffer.
+    pub fn write_all_at(&self, data: &[u8], off: u64) -> Result<()> {
+        let fd = self.memfd().ok_or_else(|| {
+            LoadError::msg(ErrorKind::Internal, "write_all_at on a dma-heap buffer")
+        })?;
+        let mut done = 0;
+        while done < data.len() {
+            match nix::sys::uio::pwrite(fd, &data[done..], (off + done as u64) as i64) {
+                Ok(n) => done += n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    return Err(LoadError::msg(
+                        ErrorKind::AllocationFailed,
+                        format!("writing {} bytes into the memfd: {e}", data.len()),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The page size the buffer really has (call while `map` still maps it, after the
+    /// pages are in): hugetlb is guaranteed by its reservation; for THP the kernel says how
+    /// much of the mapping it PMD-mapped; 0 for a dma-heap (its own choice, not visible).
+    pub fn page_size_seen(&self, map: &Mapping) -> u64 {
+        match (self.heap.kind, self.pages) {
+            (BufferKind::DmaHeap, _) => 0,
+            (_, PagePlan::Hugetlb(ps)) => ps,
+            (_, PagePlan::Thp(ps)) => {
+                pages::thp_page_size_seen(map.as_ptr() as usize, map.len(), ps)
+            }
+            (_, PagePlan::Base) => pages::BASE_PAGE,
+        }
+    }
+
     /// The memfd whose pages the mapping shows (memfd, udmabuf), if any.
     pub fn memfd(&self) -> Option<BorrowedFd<'_>> {
-        use std::os::fd::AsFd;
         (self.heap.kind != BufferKind::DmaHeap).then(|| self.fd.as_fd())
+    }
+
+    /// The dma-buf itself, before it is filled, for a device to DMA into (the io_uring
+    /// dma-buf registered-buffer path): a dma-heap buffer's own fd, or for udmabuf the memfd
+    /// wrapped now rather than at `finish` (UDMABUF_CREATE pins, i.e. allocates, every page
+    /// here instead of letting the reads fault them in). `None` for a memfd: not a dma-buf.
+    pub fn dmabuf_now(&self, config: &Config) -> Result<Option<BorrowedFd<'_>>> {
+        match self.heap.kind {
+            BufferKind::Memfd => Ok(None),
+            BufferKind::DmaHeap => Ok(Some(self.fd.as_fd())),
+            BufferKind::Udmabuf => {
+                if self.early_dmabuf.get().is_none() {
+                    let d = udmabuf::wrap(&config.udmabuf_path, &self.fd, self.size)
+                        .map_err(alloc_err)?;
+                    let _ = self.early_dmabuf.set(d);
+                }
+                Ok(self.early_dmabuf.get().map(|d| d.as_fd()))
+            }
+        }
     }
 
     /// DMA_BUF_IOCTL_SYNC around CPU writes into a dma-heap buffer (no-op for memfds; a
@@ -146,8 +291,11 @@ impl Buffer {
             }
             BufferKind::Memfd => Ok(self.fd),
             BufferKind::Udmabuf => {
-                let dmabuf =
-                    udmabuf::wrap(&config.udmabuf_path, &self.fd, self.size).map_err(alloc_err)?;
+                let dmabuf = match self.early_dmabuf.into_inner() {
+                    Some(d) => d,
+                    None => udmabuf::wrap(&config.udmabuf_path, &self.fd, self.size)
+                        .map_err(alloc_err)?,
+                };
                 if let Err(e) = dmabuf::set_name(&dmabuf, name) {
                     log::debug!("DMA_BUF_SET_NAME on udmabuf: {e}");
                 }

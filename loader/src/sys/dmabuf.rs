@@ -34,6 +34,7 @@ pub struct DmaBufSync {
 }
 
 const UDMABUF_FLAGS_CLOEXEC: u32 = 0x01;
+pub const DMA_BUF_SYNC_READ: u64 = 1;
 pub const DMA_BUF_SYNC_WRITE: u64 = 2;
 pub const DMA_BUF_SYNC_START: u64 = 0;
 pub const DMA_BUF_SYNC_END: u64 = 4;

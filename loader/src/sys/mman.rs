@@ -85,10 +85,6 @@ impl Mapping {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: ptr..ptr+len is a live mapping owned by self, readable; the borrow of self
         // keeps it alive and `&mut` access is excluded by the borrow checker.
@@ -122,11 +118,13 @@ impl Mapping {
         nix::errno::Errno::result(rc).map(drop)
     }
 
-    /// Drops the pages of `range` from this mapping and the page cache of its file where
-    /// it is anonymous memory (MADV_DONTNEED); used by the bench to reset a target.
-    pub fn dontneed(&mut self) -> nix::Result<()> {
-        // SAFETY: the whole live mapping; `&mut self` guarantees no outstanding borrows.
-        unsafe { nix::sys::mman::madvise(self.ptr.cast(), self.len, MmapAdvise::MADV_DONTNEED) }
+    /// Asks for transparent huge pages for this mapping (MADV_HUGEPAGE): for a shmem
+    /// mapping the kernel then allocates huge folios at fault time where `shmem_enabled`
+    /// allows `advise`, falling back to small pages by itself.
+    pub fn advise_hugepage(&self) -> nix::Result<()> {
+        // SAFETY: the whole live mapping; MADV_HUGEPAGE only changes how future faults
+        // allocate, never the contents, so no reference into it is invalidated.
+        unsafe { nix::sys::mman::madvise(self.ptr.cast(), self.len, MmapAdvise::MADV_HUGEPAGE) }
     }
 }
 

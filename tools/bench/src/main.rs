@@ -1,13 +1,14 @@
 //! dmabuf-loader-bench: times (a) the device limit, (b) the status quo and (c) the engine on
 //! one file, cold and warm, interleaved, and prints the table and the target ratios.
-//! The logic lives in `dmabuf_loader::bench` so other front ends can reuse it.
+//! The logic lives in the library next to it (`dmabuf_loader_bench`) so other front ends can
+//! reuse it.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use dmabuf_loader::bench::{self, BenchOptions};
 use dmabuf_loader::{Config, IoPath};
+use dmabuf_loader_bench::{self as bench, BenchOptions};
 
 #[derive(Parser, Debug)]
 #[command(version, about)]

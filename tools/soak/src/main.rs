@@ -27,12 +27,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::Parser;
-use dmabuf_loader_client::session::{CallError, Session};
+use dmabuf_loader_binder::aidl::ChecksumType::ChecksumType;
+use dmabuf_loader_binder::aidl::ErrorCode::ErrorCode;
+use dmabuf_loader_binder::aidl::LoadRequest::LoadRequest;
+use dmabuf_loader_binder::{CallError, Transport};
+use dmabuf_loader_client::session::Session;
 use dmabuf_loader_client::verify::verify;
-use dmabuf_loader_service::compat::aidl::ChecksumType::ChecksumType;
-use dmabuf_loader_service::compat::aidl::ErrorCode::ErrorCode;
-use dmabuf_loader_service::compat::aidl::LoadRequest::LoadRequest;
-use dmabuf_loader_service::Transport;
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Soak a running dmabuf-loader-service and check it leaks nothing")]

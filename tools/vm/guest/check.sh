@@ -6,10 +6,15 @@
 check dev-binder test -c /dev/binder
 check dev-hwbinder test -c /dev/hwbinder
 check dev-vndbinder test -c /dev/vndbinder
-check binderfs-link test "$(readlink /dev/binderfs/binder)" = /dev/binder
+if [ "$RIG_KERNEL" = seed ]; then
+    check binderfs-mounted sh -c 'grep -q " /dev/binderfs binder " /proc/mounts && [ "$(readlink /dev/binder)" = /dev/binderfs/binder ]'
+else
+    check binderfs-link test "$(readlink /dev/binderfs/binder)" = /dev/binder
+fi
 check dev-dma-heap-system test -c /dev/dma_heap/system
 check dev-udmabuf test -c /dev/udmabuf
 check dev-nvme0n1 test -b /dev/nvme0n1
+check dev-nvme-raw test -b "$(nvme_by_serial rigraw)"
 check io-uring-enabled sh -c '[ ! -e /proc/sys/kernel/io_uring_disabled ] || [ "$(cat /proc/sys/kernel/io_uring_disabled)" = 0 ]'
 check rsb_hub-lists rsb_service list
 info "dma-heaps: $(ls /dev/dma_heap | tr '\n' ' ')"

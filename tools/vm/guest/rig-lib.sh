@@ -36,6 +36,23 @@ wait_for() {
     done
 }
 
+# Which kernel the host booted (rig.kernel= on the command line): stock (Debian 6.12) or seed
+# (7.2.13 + the io_uring dma-buf read/write series, where DMABUF_REGISTERED must be taken).
+RIG_KERNEL=stock
+for _arg in $(cat /proc/cmdline); do
+    case "$_arg" in rig.kernel=*) RIG_KERNEL=${_arg#rig.kernel=} ;; esac
+done
+if [ "$RIG_KERNEL" = seed ]; then EXPECT_REGBUF=1; else EXPECT_REGBUF=0; fi
+
+# nvme_by_serial SERIAL: /dev/nvmeXnY of the namespace whose controller has that serial.
+nvme_by_serial() {
+    for b in /sys/block/nvme*; do
+        [ -e "$b/device/serial" ] || continue
+        if [ "$(tr -d ' ' < "$b/device/serial")" = "$1" ]; then echo "/dev/${b##*/}"; return 0; fi
+    done
+    return 1
+}
+
 service_pid() { cat /run/service.pid 2>/dev/null; }
 service_registered() { rsb_service check "$SERVICE_NAME" >/dev/null 2>&1; }
 # Counts of what a leak would leave behind.

@@ -114,13 +114,77 @@ fi
 section core-tests
 step core-tests
 mkdir -p /data/tmp/core
-DMABUF_LOADER_TEST_DIR=/data/tmp/core timeout 180 dmabuf-loader-core-tests > /tmp/core.out 2>&1
+DMABUF_LOADER_EXPECT_DMABUF_REGBUF=$EXPECT_REGBUF DMABUF_LOADER_TEST_DIR=/data/tmp/core \
+    timeout 180 dmabuf-loader-core-tests > /tmp/core.out 2>&1
 core_rc=$?
 cat /tmp/core.out
 summary=$(grep -E '^test result:' /tmp/core.out | tail -n1)
 info "core-tests: $(echo "$summary" | sed 's/^test result: //') exit=$core_rc"
 if [ "$core_rc" -eq 0 ] && echo "$summary" | grep -q ' 0 failed'; then pass core-tests "$summary"
 else fail core-tests "exit $core_rc: ${summary:-no libtest summary}"; fi
+
+# ---------------------------------------------------------------------------------------------
+# DMABUF_REGISTERED: the probe, then the dma-buf itself registered with io_uring for a raw NVMe
+# namespace and filled by READ_FIXED (seed kernel), or every fallback with the probe saying
+# unavailable (stock kernel): tests/dmabuf_registered.rs on the raw disk, a loop device (not
+# NVMe: refused), the EIO disk; and no dma-buf left behind.
+section dmabuf-registered
+want_regbuf=false; [ "$EXPECT_REGBUF" = 1 ] && want_regbuf=true
+step regbuf-probe
+if client info info --json && [ "$(json_field io_uring_dmabuf_regbuf)" = "$want_regbuf" ]; then
+    pass regbuf-probe "service reports io_uring_dmabuf_regbuf=$want_regbuf on $(uname -r)"
+else fail regbuf-probe "service reports io_uring_dmabuf_regbuf=$(json_field io_uring_dmabuf_regbuf), want $want_regbuf"; fi
+raw_dev=$(nvme_by_serial rigraw) eio_dev=$(nvme_by_serial rigeio)
+head -c $((8 << 20)) /dev/urandom > /data/tmp/loop.img
+loop_dev=$(losetup -f 2>/dev/null) && losetup "$loop_dev" /data/tmp/loop.img || loop_dev=
+info "regbuf devices: raw=$raw_dev eio=$eio_dev (sector $EIO_SECTOR) loop=${loop_dev:-none}"
+step regbuf-tests
+# One test at a time, the system's dma-buf count checked after each (the registration's release
+# is asynchronous in the kernel: it may take a moment), so a leak names its test.
+export DMABUF_LOADER_EXPECT_DMABUF_REGBUF=$EXPECT_REGBUF DMABUF_LOADER_TEST_NVME=$raw_dev \
+    DMABUF_LOADER_TEST_OTHER_BLKDEV=$loop_dev DMABUF_LOADER_TEST_EIO_NVME=$eio_dev \
+    DMABUF_LOADER_TEST_EIO_SECTOR=$EIO_SECTOR DMABUF_LOADER_TEST_DIR=/data/tmp/core
+: > /tmp/regbuf.out
+regbuf_rc=0 regbuf_pass=0 regbuf_fail=0 leaks=
+bufs0=$(dmabuf_count)
+dmabufs_back() { [ "$(dmabuf_count)" -le "$bufs0" ]; }
+# (--list names the #[ignore]d bench too: leave those out.)
+ignored=" $(dmabuf-loader-regbuf-tests --list --ignored 2>/dev/null | sed -n 's/: test$//p' | tr '\n' ' ') "
+for t in $(dmabuf-loader-regbuf-tests --list 2>/dev/null | sed -n 's/: test$//p'); do
+    case "$ignored" in *" $t "*) continue ;; esac
+    timeout 120 dmabuf-loader-regbuf-tests --exact "$t" --test-threads=1 --nocapture > /tmp/regbuf1.out 2>&1
+    rc1=$?
+    cat /tmp/regbuf1.out >> /tmp/regbuf.out
+    if [ "$rc1" -eq 0 ] && grep -q '^test result: ok. 1 passed' /tmp/regbuf1.out; then
+        regbuf_pass=$((regbuf_pass + 1))
+    else regbuf_fail=$((regbuf_fail + 1)); regbuf_rc=$rc1; fi
+    if ! wait_for 10 dmabufs_back; then
+        leaks="$leaks $t($bufs0->$(dmabuf_count))"
+        echo "RIG: dma-bufs after $t:"; sed 's/^/    | /' /sys/kernel/debug/dma_buf/bufinfo
+        bufs0=$(dmabuf_count)
+    fi
+done
+unset DMABUF_LOADER_EXPECT_DMABUF_REGBUF DMABUF_LOADER_TEST_NVME DMABUF_LOADER_TEST_OTHER_BLKDEV \
+    DMABUF_LOADER_TEST_EIO_NVME DMABUF_LOADER_TEST_EIO_SECTOR DMABUF_LOADER_TEST_DIR
+cat /tmp/regbuf.out
+# libtest prints a test's first output line after its name: match anywhere in the line.
+grep -oE '(system|udmabuf) [0-9]+\+[0-9]+: .*' /tmp/regbuf.out | sed 's/^/RIG-INFO regbuf load: /'
+info "regbuf-tests: passed=$regbuf_pass failed=$regbuf_fail dma-buf leaks:${leaks:- none}"
+if [ "$regbuf_fail" -ne 0 ] || [ "$regbuf_pass" -eq 0 ]; then
+    fail regbuf-tests "$regbuf_fail failed (last exit $regbuf_rc), $regbuf_pass passed"
+elif [ -n "$leaks" ]; then fail regbuf-tests "dma-bufs left behind by:$leaks"
+else pass regbuf-tests "$regbuf_pass passed, no dma-buf left behind"; fi
+step regbuf-path-taken
+n_reg=$(grep -cE '(system|udmabuf) [0-9]+\+[0-9]+: DmabufRegistered' /tmp/regbuf.out)
+n_sys=$(grep -cE '(^| )system [0-9]+\+[0-9]+: DmabufRegistered' /tmp/regbuf.out)
+n_udma=$(grep -cE '(^| )udmabuf [0-9]+\+[0-9]+: DmabufRegistered' /tmp/regbuf.out)
+if [ "$EXPECT_REGBUF" = 1 ] && [ "$n_sys" -gt 0 ] && [ "$n_udma" -gt 0 ]; then
+    pass regbuf-path-taken "$n_sys system-heap and $n_udma udmabuf raw loads took DMABUF_REGISTERED and verified"
+elif [ "$EXPECT_REGBUF" = 0 ] && [ "$n_reg" -eq 0 ] && grep -qE '(^| )system [0-9]+\+[0-9]+: Buffered' /tmp/regbuf.out; then
+    pass regbuf-path-taken "no DMABUF_REGISTERED on a stock kernel: the raw loads fell back and verified"
+else fail regbuf-path-taken "system=$n_sys udmabuf=$n_udma DMABUF_REGISTERED loads (expect_regbuf=$EXPECT_REGBUF)"; fi
+[ -n "$loop_dev" ] && losetup -d "$loop_dev"
+rm -f /data/tmp/loop.img
 
 # ---------------------------------------------------------------------------------------------
 section eio

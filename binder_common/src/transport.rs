@@ -11,14 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-use crate::compat::aidl::IDmabufLoader::IDmabufLoader;
-// rsbinder's as_binder() is an Interface trait method; AOSP's binder has it on the object.
-#[cfg(not(target_os = "android"))]
-use crate::compat::Interface;
-use crate::compat::{self, Connection, ServerHandle, Strong};
-
-/// The instance name, as registered with the service manager and published on a socket.
-pub const SERVICE_NAME: &str = "vendor.dmabufloader.IDmabufLoader/default";
+use crate::backend::{self, Connection, FromIBinder, ServerHandle, Strong};
 
 /// How long a kernel-binder client waits for the service to register.
 pub const KERNEL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -67,30 +60,31 @@ impl Transport {
     }
 }
 
-/// Publishes `service` on `transport` with room for `threads` calls at once.
-pub fn serve(
+/// Publishes `service` as `name` on `transport` with room for `threads` calls at once.
+pub fn serve<T: ?Sized + FromIBinder>(
     transport: &Transport,
-    service: Strong<dyn IDmabufLoader>,
+    name: &str,
+    service: &Strong<T>,
     threads: u32,
 ) -> Result<ServerHandle> {
     match transport {
         Transport::Kernel { driver } => {
-            compat::serve_kernel(driver, threads, SERVICE_NAME, service.as_binder())
+            backend::serve_kernel(driver, threads, name, service.as_binder())
         }
-        Transport::Unix { path } => {
-            compat::serve_unix(path, threads, SERVICE_NAME, service.as_binder())
-        }
+        Transport::Unix { path } => backend::serve_unix(path, threads, name, service.as_binder()),
     }
 }
 
-/// Connects to the service. `connections` bounds the calls this client can have in flight at
-/// once over a socket (kernel binder has no such limit).
-pub fn connect(transport: &Transport, connections: u32) -> Result<Connection<dyn IDmabufLoader>> {
+/// Connects to `name` on `transport`. `connections` bounds the calls this client can have in
+/// flight at once over a socket (kernel binder has no such limit).
+pub fn connect<T: ?Sized + FromIBinder>(
+    transport: &Transport,
+    name: &str,
+    connections: u32,
+) -> Result<Connection<T>> {
     match transport {
-        Transport::Kernel { driver } => {
-            compat::connect_kernel(Some(driver), SERVICE_NAME, KERNEL_WAIT)
-        }
-        Transport::Unix { path } => compat::connect_unix(path, SERVICE_NAME, connections),
+        Transport::Kernel { driver } => backend::connect_kernel(Some(driver), name, KERNEL_WAIT),
+        Transport::Unix { path } => backend::connect_unix(path, name, connections, None),
     }
 }
 

@@ -1,5 +1,6 @@
-//! The benchmark behind `dmabuf-loader-bench` (and reusable by any front end): in ONE run on
-//! the same file it times
+//! dmabuf_loader_bench: the benchmark behind `dmabuf-loader-bench` (and reusable by any front
+//! end: the client's `dmabuf-loader bench` runs its contenders too). In ONE run on the same
+//! file it times
 //!
 //! * (a) the device limit: O_DIRECT io_uring, `limit_depth` (>= 32) reads of 1 MiB in
 //!   flight into (pre-faulted) anonymous memory;
@@ -13,22 +14,15 @@
 //! reporting the spread). Allocation time is shown separately. Figures are only ever
 //! printed; no test asserts a timing.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use dmabuf_loader::*;
 use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
-
-use crate::api::*;
-use crate::buffer::Buffer;
-use crate::loader::{buffer_size_for, Loader};
-use crate::sys::mman::Mapping;
-use crate::sys::ring::ReadRing;
 
 const MIB: u64 = 1 << 20;
 const GIB: f64 = (1u64 << 30) as f64;
@@ -246,60 +240,11 @@ pub fn warm_cache(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// (a) O_DIRECT io_uring reads of `chunk` with `depth` in flight into anonymous memory.
+/// (a) O_DIRECT io_uring reads of `chunk` with `depth` in flight into registered anonymous
+/// memory (READ_FIXED: the best the device gives; the core's reader drives the engine's own
+/// private ring).
 pub fn device_limit(path: &Path, size: u64, depth: u32, chunk: usize) -> anyhow::Result<Duration> {
-    let f = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)?;
-    let mem = Mapping::anonymous(depth as usize * chunk)?;
-    mem.populate_write(0..mem.len())?;
-    let mut ring = ReadRing::new(depth, Arc::new(mem))?;
-    let mut free: Vec<usize> = (0..depth as usize).collect();
-    let mut next = 0u64;
-    let mut cqes = Vec::new();
-    let mut got = 0u64;
-    let t = Instant::now();
-    loop {
-        while next < size {
-            let Some(slot) = free.pop() else { break };
-            // The last read may end mid-block: O_DIRECT wants the aligned length (the slot
-            // is a whole chunk) and returns the short count at EOF.
-            let n = ((size - next).min(chunk as u64) as usize)
-                .next_multiple_of(4096)
-                .min(chunk);
-            ring.push_read(
-                f.as_fd(),
-                slot * chunk..slot * chunk + n,
-                next,
-                slot as u64,
-                None,
-            )?;
-            next += n as u64;
-        }
-        if ring.in_flight() == 0 {
-            break;
-        }
-        ring.submit_and_wait(1)?;
-        cqes.clear();
-        ring.reap(&mut cqes);
-        for c in &cqes {
-            if c.result < 0 {
-                bail!(
-                    "O_DIRECT read failed: {}",
-                    std::io::Error::from_raw_os_error(-c.result)
-                );
-            }
-            got += c.result as u64;
-            free.push(c.user_data as usize);
-        }
-    }
-    let d = t.elapsed();
-    drop(ring.finish());
-    if got != size {
-        bail!("device-limit run read {got} of {size} bytes");
-    }
-    Ok(d)
+    dmabuf_loader::device_read(path, size, depth, chunk, true)
 }
 
 /// (b) allocate from the provider, mmap, read() loop. Returns (total, alloc).
@@ -309,18 +254,12 @@ pub fn status_quo(
     size: u64,
     heap: &str,
 ) -> anyhow::Result<(Duration, Duration)> {
-    let info = loader.resolve_heap(Some(heap))?.clone();
     let t = Instant::now();
-    let (buf, mut map) = Buffer::allocate(
-        &info,
-        buffer_size_for(size),
-        loader.config(),
-        "bench-status-quo",
-    )?;
-    buf.cpu_write_sync(false)?;
+    let mut buf = loader.allocate(heap, size, "bench-status-quo")?;
+    buf.begin_cpu_write()?;
     let alloc = t.elapsed();
     let mut f = File::open(path)?;
-    let dst = &mut map.as_mut_slice()[..size as usize];
+    let dst = &mut buf.as_mut_slice()[..size as usize];
     let mut done = 0;
     while done < dst.len() {
         let end = (done + MIB as usize).min(dst.len());
@@ -330,10 +269,9 @@ pub fn status_quo(
         }
         done += n;
     }
-    buf.cpu_write_sync(true)?;
+    buf.end_cpu_write()?;
     let total = t.elapsed();
-    drop(map); // unmapping/freeing is not part of either contender's time
-    drop(buf);
+    drop(buf); // unmapping/freeing is not part of either contender's time
     Ok((total, alloc))
 }
 
