@@ -19,6 +19,7 @@ use dmabuf_loader_binder::{
 use serde::Serialize;
 
 use crate::bench;
+use crate::progress::Progress;
 use crate::session::{CallError, Session};
 use crate::verify;
 
@@ -554,29 +555,10 @@ fn load_async(
         Ok(t) => t,
         Err(e) => return Ok(Err(e)),
     };
-    let bar = (std::io::stderr().is_terminal() && !a.json).then(|| {
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} [{bar:40}] {bytes}/{total_bytes} {msg}",
-            )
-            .expect("valid progress template")
-            .progress_chars("=> "),
-        );
-        bar
-    });
+    let mut progress = Progress::new(std::io::stderr().is_terminal() && !a.json);
     let timeout = (a.timeout_secs > 0).then(|| Duration::from_secs(a.timeout_secs));
-    let mut rate = crate::rate::Rate::default();
-    let outcome = task.wait(timeout, |done, total| {
-        if let Some(b) = &bar {
-            b.set_length(total);
-            b.set_position(done);
-            b.set_message(rate.update(done));
-        }
-    });
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+    let outcome = task.wait(timeout, |done, total| progress.update(done, total));
+    progress.finish();
     match outcome {
         Ok(r) => Ok(r),
         Err(e) => {

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bench_into;
 pub mod cli;
 pub mod echo;
+mod progress;
 mod rate;
 pub mod session;
 pub mod verify;

@@ -1,4 +1,11 @@
-//! Service limits and policy: command-line flags, optionally on top of a TOML file.
+//! Service limits and policy: command-line flags over a base that depends on the platform.
+//!
+//! On Android the base is system properties, the platform's way to tune a HAL:
+//! `persist.vendor.dmabufloader.<key>` (settable at run time, survives reboots) over
+//! `ro.vendor.dmabufloader.<key>` (the device's build.prop), read through AOSP's
+//! `rustutils::system_properties`; e.g. `ro.vendor.dmabufloader.max_load_bytes=4G`,
+//! `ro.vendor.dmabufloader.allowed_uids=1047,1000`. On a Linux host it is an optional TOML
+//! file (`--config FILE`; toml has no vendor variant in AOSP):
 //!
 //! ```toml
 //! # /vendor/etc/dmabuf-loader.toml (every key optional)
@@ -9,9 +16,10 @@
 //! allowed_uids = [1047, 1000]    # PERMISSION_DENIED for any other caller
 //! load_timeout_ms = 60000        # TIMED_OUT past it (default 600000; 0 = no deadline)
 //! ```
-//! A flag given on the command line wins over the same key in the file.
+//! The keys are the same everywhere, sizes take suffixes everywhere ([`dmabuf_loader::size`]);
+//! a flag given on the command line wins over the same key in the file or property.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -111,10 +119,61 @@ pub struct ConfigOverrides {
 
 impl ConfigOverrides {
     /// Parses a TOML config file.
-    pub fn from_file(path: &Path) -> Result<Self> {
+    #[cfg(not(target_os = "android"))]
+    pub fn from_file(path: &std::path::Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+    }
+
+    /// The keys set as system properties: `persist.vendor.dmabufloader.<key>` over
+    /// `ro.vendor.dmabufloader.<key>`.
+    #[cfg(target_os = "android")]
+    pub fn from_properties() -> Result<Self> {
+        Self::from_lookup(|key| {
+            for prefix in ["persist.vendor.dmabufloader.", "ro.vendor.dmabufloader."] {
+                let name = format!("{prefix}{key}");
+                let value = rustutils::system_properties::read(&name)
+                    .with_context(|| format!("reading system property {name}"))?;
+                if let Some(v) = value.filter(|v| !v.is_empty()) {
+                    return Ok(Some((name, v)));
+                }
+            }
+            Ok(None)
+        })
+    }
+
+    /// Reads every key through `lookup`, which returns where a key was found (for messages)
+    /// and its text. Text forms: sizes with suffixes, integers, comma-separated lists.
+    pub fn from_lookup(
+        mut lookup: impl FnMut(&str) -> Result<Option<(String, String)>>,
+    ) -> Result<Self> {
+        fn parsed<T>(
+            found: Option<(String, String)>,
+            parse: impl Fn(&str) -> Result<T, String>,
+        ) -> Result<Option<T>> {
+            found
+                .map(|(name, text)| parse(text.trim()).map_err(|e| anyhow::anyhow!("{name}: {e}")))
+                .transpose()
+        }
+        fn number<T: std::str::FromStr>(s: &str) -> Result<T, String>
+        where
+            T::Err: std::fmt::Display,
+        {
+            s.parse()
+                .map_err(|e| format!("{s:?} is not a number ({e})"))
+        }
+        fn list<T>(s: &str, item: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
+            s.split(',').map(|x| item(x.trim())).collect()
+        }
+        Ok(ConfigOverrides {
+            max_load_bytes: parsed(lookup("max_load_bytes")?, parse_bytes)?,
+            max_bytes_in_flight: parsed(lookup("max_bytes_in_flight")?, parse_bytes)?,
+            max_concurrent_loads: parsed(lookup("max_concurrent_loads")?, number)?,
+            allowed_heaps: parsed(lookup("allowed_heaps")?, |s| list(s, |h| Ok(h.to_string())))?,
+            allowed_uids: parsed(lookup("allowed_uids")?, |s| list(s, number))?,
+            load_timeout_ms: parsed(lookup("load_timeout_ms")?, number)?,
+        })
     }
 
     /// `self` where set, else `under`.
@@ -158,13 +217,28 @@ impl ConfigOverrides {
     }
 }
 
-/// Flags + optional file -> resolved config.
+/// Flags + optional file (Linux) -> resolved config.
+#[cfg(not(target_os = "android"))]
 pub fn load(flags: ConfigOverrides, file: Option<&PathBuf>) -> Result<ServiceConfig> {
     let from_file = match file {
         Some(p) => ConfigOverrides::from_file(p)?,
         None => ConfigOverrides::default(),
     };
     flags.over(from_file).resolve()
+}
+
+/// Flags + system properties (Android) -> resolved config. A config file is a Linux-host
+/// feature; on a device the properties hold the same keys.
+#[cfg(target_os = "android")]
+pub fn load(flags: ConfigOverrides, file: Option<&PathBuf>) -> Result<ServiceConfig> {
+    if let Some(p) = file {
+        bail!(
+            "--config {}: config files are for Linux hosts; on Android set \
+             ro.vendor.dmabufloader.<key> (or persist.vendor.dmabufloader.<key>)",
+            p.display()
+        );
+    }
+    flags.over(ConfigOverrides::from_properties()?).resolve()
 }
 
 /// "4G", "512MiB", "4096" -> bytes ([`dmabuf_loader::size`], binary units).
@@ -226,6 +300,53 @@ mod tests {
         assert_eq!(c.allowed_heaps, Some(vec!["memfd".to_string()]));
         assert_eq!(c.allowed_uids, Some(vec![0, 1000]));
         assert_eq!(c.load_timeout, Some(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn property_text_parses_like_the_file() {
+        let props = [
+            ("max_load_bytes", "1.5G"),
+            ("max_concurrent_loads", "3"),
+            ("allowed_heaps", "system, udmabuf"),
+            ("allowed_uids", "1047,1000"),
+            ("load_timeout_ms", "0"),
+        ];
+        let lookup = |key: &str| {
+            Ok(props
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(k, v)| (format!("ro.vendor.dmabufloader.{k}"), v.to_string())))
+        };
+        let o = ConfigOverrides::from_lookup(lookup).unwrap();
+        assert_eq!(o.max_load_bytes, Some(3 << 29));
+        assert_eq!(o.max_bytes_in_flight, None);
+        assert_eq!(o.max_concurrent_loads, Some(3));
+        assert_eq!(
+            o.allowed_heaps,
+            Some(vec!["system".to_string(), "udmabuf".to_string()])
+        );
+        assert_eq!(o.allowed_uids, Some(vec![1047, 1000]));
+        assert_eq!(o.resolve().unwrap().load_timeout, None);
+
+        let bad = |key: &str| {
+            Ok((key == "allowed_uids").then(|| {
+                (
+                    "persist.vendor.dmabufloader.allowed_uids".into(),
+                    "1000,x".into(),
+                )
+            }))
+        };
+        let err = ConfigOverrides::from_lookup(bad).unwrap_err().to_string();
+        assert!(
+            err.contains("persist.vendor.dmabufloader.allowed_uids"),
+            "{err}"
+        );
+        let neg = |key: &str| {
+            Ok((key == "max_load_bytes")
+                .then(|| ("ro.vendor.dmabufloader.max_load_bytes".into(), "-4G".into())))
+        };
+        let err = ConfigOverrides::from_lookup(neg).unwrap_err().to_string();
+        assert!(err.contains("negative"), "{err}");
     }
 
     #[test]

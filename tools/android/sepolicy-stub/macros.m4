@@ -59,6 +59,16 @@ allow $1_client $2:service_manager find;
 add_service($1_server, $2)
 ')
 
+# Properties (te_macros): the type and its attributes; the Treble neverallow of
+# vendor_internal_prop (no core domain but init and dumpstate reads it).
+define(`get_prop', `
+allow $1 $2:file { getattr open read map };
+')
+define(`vendor_internal_prop', `
+type $1, property_type, vendor_property_type, vendor_internal_property_type;
+neverallow { coredomain -init } $1:file { open read write append };
+')
+
 # Files and memory (te_macros).
 define(`tmpfs_domain', `
 type_transition $1 tmpfs:file $1_tmpfs;
