@@ -61,9 +61,9 @@ pub fn diagnose(path: &Path) -> Option<String> {
     }
 }
 
-/// Why the kernel binder device `path` could not be opened as one, in words (`rsbinder` is
-/// what rsbinder said, kept for the one case the path alone does not explain).
-pub fn diagnose_device(path: &Path, rsbinder: &str) -> String {
+/// Why the kernel binder device `path` could not be opened as one, in words (`said` is
+/// what the binder library said, kept for the one case the path alone does not explain).
+pub fn diagnose_device(path: &Path, said: &str) -> String {
     let p = path.display();
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
@@ -90,7 +90,7 @@ pub fn diagnose_device(path: &Path, rsbinder: &str) -> String {
     }
     format!(
         "{p} is a character device this process may open, but it did not answer as a binder \
-         device (rsbinder: {rsbinder})"
+         device (the binder library said: {said})"
     )
 }
 
@@ -172,7 +172,7 @@ mod tests {
         // A character device anyone may open that is not binder.
         let words = diagnose_device(Path::new("/dev/null"), "NoInit");
         assert!(
-            words.contains("did not answer as a binder device (rsbinder: NoInit)"),
+            words.contains("did not answer as a binder device (the binder library said: NoInit)"),
             "{words}"
         );
     }

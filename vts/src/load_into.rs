@@ -195,9 +195,26 @@ fn every_heap(inst: &Instance, env: &Env) -> Result<()> {
         return Ok(());
     };
     let file = env.pattern_file(3 * MIB + 5, 5)?;
-    for h in heaps(&l)? {
+    let all = heaps(&l)?;
+    // Where the machine has dma-bufs, a target must be one (the contract of loadInto): a
+    // non-dma-buf heap the service also lists (memfd) makes a target it must refuse.
+    let has_dmabuf = all.iter().any(|h| h.isDmaBuf);
+    for h in all {
         let t = target(&l, env, &h.name, 4 * MIB)?;
         let (off, len, toff) = (4096 + 3, 2 * MIB + 1, page_size() + 7);
+        if has_dmabuf && !h.isDmaBuf {
+            let req = LoadRequest {
+                offset: off as i64,
+                length: len as i64,
+                ..Default::default()
+            };
+            expect_code(
+                l.loadInto(&open_ro(&file)?, &req, &t.fd, toff as i64),
+                ErrorCode::NOT_A_DMABUF,
+                &format!("a {} target on a machine with dma-bufs", h.name),
+            )?;
+            continue;
+        }
         let r = load_into(&l, &file, off, len, &t, toff)?;
         check_filled(&r, &t, &file, off, len, toff).with_context(|| format!("heap {}", h.name))?;
         eprintln!(
