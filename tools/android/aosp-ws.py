@@ -203,12 +203,14 @@ for m in bp.all_modules():
             aidl_pkgs[module] = (pkg, crate)
 
 # --- our modules -----------------------------------------------------------------------------
+# Soong passes no --check-cfg: a cfg some of our modules set (`cfgs:`, e.g. the v1 VTS's
+# aidl_v1) is known to all of them, as the same sources build with and without it.
+soong_cfgs = sorted({c for m in mods for c in m.get("cfgs", [])})
 write(f"{OUT}/android_cfg.rs", """// Stands in for the Android target this host lacks: our crates see target_os = "android"
 // (and still target_os = "linux", which none of them tests). Dependencies stay Linux builds.
 fn main() {
     println!("cargo::rustc-cfg=target_os=\\"android\\"");
-}
-""")
+""" + "".join(f'    println!("cargo::rustc-check-cfg=cfg({c})");\n' for c in soong_cfgs) + "}\n")
 groups = {"vendor": [], "core": [], "tests": [], "ours": []}
 problems = []
 for m in mods:
@@ -250,7 +252,16 @@ for m in mods:
             problems.append(f"{m['file']}: {name}: {lib} is unknown (see the module-name check)")
     if kind == "rust_fuzz":  # rust_fuzz links libfuzzer-sys itself
         deps["libfuzzer_sys"] = crate_dep(table["crates"]["liblibfuzzer_sys"])
-    package(pkg, crate, body, deps, build="../android_cfg.rs", lints=VENDOR_LINTS)
+    build = "../android_cfg.rs"
+    if props.get("cfgs"):  # Soong's `cfgs: [...]` (rustc --cfg), e.g. the v1 VTS's aidl_v1
+        cfgs = props["cfgs"]
+        write(f"{OUT}/{pkg}/build.rs", "// Generated: target_os = \"android\" and this module's Soong cfgs.\n"
+              "fn main() {\n    println!(\"cargo::rustc-cfg=target_os=\\\"android\\\"\");\n"
+              + "".join(f'    println!("cargo::rustc-check-cfg=cfg({c})");\n' for c in soong_cfgs)
+              + "".join(f'    println!("cargo::rustc-cfg={c}");\n' for c in cfgs)
+              + "}\n")
+        build = "build.rs"
+    package(pkg, crate, body, deps, build=build, lints=VENDOR_LINTS)
     groups["ours"].append(pkg)
     if kind == "rust_test" and props.get("test_harness", True):
         groups["tests"].append(pkg)  # compiled with --test; device tests are core modules
