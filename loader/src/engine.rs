@@ -443,6 +443,49 @@ fn loop_error(e: LoopError, src: &Source) -> Attempt {
     }
 }
 
+/// What an O_DIRECT path reads: our own O_DIRECT description of the source and the
+/// block-aligned body of the range (the unaligned head and tail go through the bounce in
+/// [`finish_pieces`]). Shared by the direct path and DMABUF_REGISTERED.
+pub(crate) struct DirectBody {
+    pub fd: OwnedFd,
+    /// File-offset alignment O_DIRECT needs (STATX_DIOALIGN).
+    pub offset_align: u64,
+    /// Memory (or dma-buf offset) alignment O_DIRECT needs.
+    pub mem_align: u64,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// Reopens the source O_DIRECT and finds the block-aligned body of its range; `Err` says why
+/// not, for the fallback reason.
+pub(crate) fn direct_body(src: &Source) -> std::result::Result<DirectBody, String> {
+    let fd = src.reopen_direct()?;
+    let align = match statx::dio_align(&fd) {
+        Ok(Some(a)) => a,
+        // Pre-6.1 kernel or a file system that does not say: page alignment is what
+        // every block device accepts.
+        _ => statx::DioAlign {
+            mem: 4096,
+            offset: 4096,
+        },
+    };
+    let (oa, ma) = (align.offset as u64, align.mem as u64);
+    let start = src.offset.next_multiple_of(oa);
+    let end = src.end() / oa * oa;
+    if start >= end {
+        return Err(format!(
+            "the range is smaller than one {oa}-byte O_DIRECT block"
+        ));
+    }
+    Ok(DirectBody {
+        fd,
+        offset_align: oa,
+        mem_align: ma,
+        start,
+        end,
+    })
+}
+
 /// O_DIRECT into the buffer's pages: the block-aligned body with io_uring (registered
 /// buffers when `fixed`), the unaligned head/tail left to the bounce in [`finish_pieces`].
 fn direct(
@@ -458,25 +501,14 @@ fn direct(
         why,
         to: Some(IoPath::Buffered),
     };
-    let dfd = src.reopen_direct().map_err(fallback)?;
-    let align = match statx::dio_align(&dfd) {
-        Ok(Some(a)) => a,
-        // Pre-6.1 kernel or a file system that does not say: page alignment is what
-        // every block device accepts.
-        _ => statx::DioAlign {
-            mem: 4096,
-            offset: 4096,
-        },
-    };
-    let (oa, ma) = (align.offset as u64, align.mem as u64);
+    let DirectBody {
+        fd: dfd,
+        offset_align: oa,
+        mem_align: ma,
+        start: body_start,
+        end: body_end,
+    } = direct_body(src).map_err(fallback)?;
     let (off, end) = (src.offset, src.end());
-    let body_start = off.next_multiple_of(oa);
-    let body_end = end / oa * oa;
-    if body_start >= body_end {
-        return Err(fallback(format!(
-            "the range is smaller than one {oa}-byte O_DIRECT block"
-        )));
-    }
     // The memory address, not the offset in the mapping: a load-into target's window need
     // not start on a page.
     if (map.as_ptr() as u64 + (body_start - off)) % ma != 0 {

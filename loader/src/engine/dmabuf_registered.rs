@@ -25,13 +25,12 @@ use std::sync::Mutex;
 
 use nix::errno::Errno;
 
-use super::{Attempt, Done, Progress};
+use super::{direct_body, Attempt, DirectBody, Done, Progress};
 use crate::api::{BufferKind, Capabilities, Config, ErrorKind, IoPath, LoadError};
 use crate::buffer::Buffer;
 use crate::source::Source;
 use crate::sys::regbuf::{DmabufRing, MAX_DMABUF_SIZE};
 use crate::sys::ring::Completion;
-use crate::sys::statx;
 
 /// A spurious EAGAIN (mapping invalidated by the exporter, map not ready inline) is re-issued;
 /// this many in a row for one request means it will not get better.
@@ -324,23 +323,14 @@ pub(super) fn attempt(
         .dmabuf_now(config)
         .map_err(Attempt::Fatal)?
         .ok_or_else(|| fallback(format!("{} is not a dma-buf", buffer.heap.name)))?;
-    let dfd = src.reopen_direct().map_err(&fallback)?;
-    let align = match statx::dio_align(&dfd) {
-        Ok(Some(a)) => a,
-        _ => statx::DioAlign {
-            mem: 4096,
-            offset: 4096,
-        },
-    };
-    let (oa, ma) = (align.offset as u64, align.mem as u64);
+    let DirectBody {
+        fd: dfd,
+        offset_align: oa,
+        mem_align: ma,
+        start: body_start,
+        end: body_end,
+    } = direct_body(src).map_err(&fallback)?;
     let (off, end) = (src.offset, src.end());
-    let body_start = off.next_multiple_of(oa);
-    let body_end = end / oa * oa;
-    if body_start >= body_end {
-        return Err(fallback(format!(
-            "the range is smaller than one {oa}-byte block"
-        )));
-    }
     if (body_start - off) % ma != 0 {
         return Err(fallback(format!(
             "offset {off} puts the data at a dma-buf offset the device cannot target ({ma}-byte alignment needed)"
