@@ -4,60 +4,14 @@
 //! Every test takes one lock: the fd-leak checks count /proc/self/fd.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::path::Path;
 
 use dmabuf_loader::*;
 
-static LOCK: Mutex<()> = Mutex::new(());
-
-fn lock() -> MutexGuard<'static, ()> {
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A scratch directory on a disk file system (O_DIRECT capable), not tmpfs.
-fn scratch_dir() -> tempfile::TempDir {
-    let base = std::env::var_os("DMABUF_LOADER_TEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-scratch")
-        });
-    std::fs::create_dir_all(&base).unwrap();
-    tempfile::tempdir_in(base).unwrap()
-}
-
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn write_file(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
-    let p = dir.join(name);
-    let mut f = File::create(&p).unwrap();
-    f.write_all(data).unwrap();
-    f.sync_all().unwrap();
-    p
-}
-
-fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-fn loader_with(f: impl FnOnce(&mut Config)) -> Loader {
-    let mut c = Config::default();
-    f(&mut c);
-    Loader::new(c).unwrap()
-}
+mod common;
+use common::*;
 
 /// The filler byte every target starts with, so untouched bytes are recognisable.
 const FILL: u8 = 0xa5;
