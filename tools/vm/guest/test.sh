@@ -78,7 +78,7 @@ section importers
 step importers
 imp_req=; [ "$RIG_KERNEL" = stock ] && imp_req=--require
 imp_bufs0=$(dmabuf_count)
-timeout 180 dmabuf-loader-importers --file /data/files/demo-32M.bin $imp_req > /tmp/importers.out 2> /tmp/importers.err
+bounded 180 dmabuf-loader-importers --file /data/files/demo-32M.bin $imp_req > /tmp/importers.out 2> /tmp/importers.err
 imp_rc=$?
 sed 's/^/    | /' /tmp/importers.err
 imp_pass=0 imp_fail=0 imp_skip=0
@@ -107,7 +107,7 @@ section vts
 step vts
 vts_start=$(now_ms)
 # Bounded: a VTS that waits forever for a missing service must not eat the whole run.
-timeout "$VTS_TIMEOUT_S" $VTS --tmpdir /data/tmp > /tmp/vts.out 2>&1
+bounded "$VTS_TIMEOUT_S" $VTS --tmpdir /data/tmp > /tmp/vts.out 2>&1
 vts_rc=$?
 cat /tmp/vts.out
 vts_ms=$(( $(now_ms) - vts_start ))
@@ -129,7 +129,7 @@ section soak
 step soak
 mkdir -p /data/tmp/soak
 soak_bufs0=$(dmabuf_count)
-timeout 240 dmabuf-loader-soak --pid "$(service_pid)" --ops 800 --clients 16 --dir /data/tmp/soak \
+bounded 240 dmabuf-loader-soak --pid "$(service_pid)" --ops 800 --clients 16 --dir /data/tmp/soak \
     > /tmp/soak.out 2>&1
 soak_rc=$?
 cat /tmp/soak.out
@@ -150,8 +150,8 @@ mkdir -p /data/tmp/core
 # core_test STEP BINARY: one test binary, its libtest summary in a RIG-INFO line.
 core_test() {
     step "$1"
-    DMABUF_LOADER_EXPECT_DMABUF_REGBUF=$EXPECT_REGBUF DMABUF_LOADER_TEST_DIR=/data/tmp/core \
-        timeout 180 "$2" > "/tmp/$1.out" 2>&1
+    bounded 180 env DMABUF_LOADER_EXPECT_DMABUF_REGBUF=$EXPECT_REGBUF DMABUF_LOADER_TEST_DIR=/data/tmp/core \
+        "$2" > "/tmp/$1.out" 2>&1
     core_rc=$?
     cat "/tmp/$1.out"
     summary=$(grep -E '^test result:' "/tmp/$1.out" | tail -n1)
@@ -201,7 +201,7 @@ kernel_held_after_eio() {
 ignored=" $(dmabuf-loader-regbuf-tests --list --ignored 2>/dev/null | sed -n 's/: test$//p' | tr '\n' ' ') "
 for t in $(dmabuf-loader-regbuf-tests --list 2>/dev/null | sed -n 's/: test$//p'); do
     case "$ignored" in *" $t "*) continue ;; esac
-    timeout 120 dmabuf-loader-regbuf-tests --exact "$t" --test-threads=1 --nocapture > /tmp/regbuf1.out 2>&1
+    bounded 120 dmabuf-loader-regbuf-tests --exact "$t" --test-threads=1 --nocapture > /tmp/regbuf1.out 2>&1
     rc1=$?
     cat /tmp/regbuf1.out >> /tmp/regbuf.out
     if [ "$rc1" -eq 0 ] && grep -q '^test result: ok. 1 passed' /tmp/regbuf1.out; then
