@@ -178,7 +178,7 @@ pub fn throughput(
         let n = if is_warm { 2 } else { who.len() };
         for round in 0..rounds as usize {
             for k in 0..n {
-                let i = (k + round) % n;
+                let i = core_bench::measure::order(k, round, n);
                 if !is_warm {
                     core_bench::drop_cache(file)?;
                 }

@@ -571,7 +571,7 @@ pub fn run(opts: &BenchOptions, log: &mut dyn Write) -> anyhow::Result<BenchRepo
         let n = rows.len();
         for round in 0..opts.rounds as usize {
             for k in 0..n {
-                let (row, c, runs_warm) = &mut rows[(k + round) % n];
+                let (row, c, runs_warm) = &mut rows[measure::order(k, round, n)];
                 if warm && !*runs_warm {
                     continue;
                 }

@@ -486,7 +486,7 @@ pub fn run(o: &PressureOptions, me: &Path, log: &mut dyn Write) -> Result<Pressu
         }
         for round in 0..o.rounds {
             for k in 0..n {
-                let i = (k + round as usize + m) % n;
+                let i = crate::measure::order(k, round as usize + m, n);
                 let tag = format!("p{m}-{round}-{i}");
                 let limit = modes[m].limit;
                 let r = match o.contenders[i].as_str() {

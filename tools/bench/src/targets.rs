@@ -226,7 +226,11 @@ pub fn evaluate(
         }
         _ => v.push(Verdict::missing(
             "8 x 128 MiB concurrent >= 0.9x device limit",
-            &no_svc,
+            if svc.is_some() {
+                "not run (--concurrent 0)"
+            } else {
+                &no_svc
+            },
         )),
     }
     match latency {
