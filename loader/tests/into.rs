@@ -23,7 +23,14 @@ fn memfd_target(loader: &Loader, size: u64) -> OwnedFd {
         "this machine has dma-buf sources: memfd targets are refused here; these tests are for \
          hosts without dma-bufs (the VM rig covers dma-buf targets)"
     );
-    let (fd, heap) = loader.allocate_target("memfd", size).unwrap();
+    // 4 KiB pages, so the "client" can pwrite its filler: hugetlbfs has no write(2), and with
+    // a free hugetlb pool `loader`'s own memfd targets would be hugetlb.
+    let small_pages = Loader::new(Config {
+        huge_pages: HugePages::Off,
+        ..Config::default()
+    })
+    .unwrap();
+    let (fd, heap) = small_pages.allocate_target("memfd", size).unwrap();
     assert_eq!(heap.kind, BufferKind::Memfd);
     File::from(fd.try_clone().unwrap())
         .write_all_at(&vec![FILL; size as usize], 0)
@@ -522,4 +529,43 @@ fn machine_with_dmabufs_refuses_memfd_targets() {
         .unwrap_err();
     assert_eq!(e.kind, ErrorKind::NotADmabuf, "{e:#}");
     assert_eq!(target_error(&e), TargetError::MemfdOnDmabufMachine);
+}
+
+/// A client's own hugetlb memfd (what `allocate_target` gives where the pool has free 2 MiB
+/// pages) is filled like any other target: hugetlbfs has no read(2)/write(2), so every byte
+/// must go in through a mapping or O_DIRECT. Outside the range its fresh zeros stay.
+#[test]
+fn hugetlb_memfd_target_is_filled_through_its_mapping() {
+    let _g = lock();
+    let free = dmabuf_loader::hugetlb_pools()
+        .iter()
+        .find(|p| p.page_size == 2 << 20)
+        .map_or(0, |p| p.free);
+    if free < 2 {
+        eprintln!("skipped: no free 2 MiB hugetlb pages here (/proc/sys/vm/nr_hugepages)");
+        return;
+    }
+    let dir = scratch_dir();
+    let loader = loader_with(|c| c.huge_pages = HugePages::Hugetlb);
+    let size = 4u64 << 20;
+    let (target, _) = loader.allocate_target("memfd", size).unwrap();
+    let data = pattern((1 << 20) + 13, 9);
+    let path = write_file(dir.path(), "h", &data);
+    let f = File::open(&path).unwrap();
+    let r = loader
+        .load_into(
+            f.as_fd(),
+            &LoadRequest::default(),
+            target.as_fd(),
+            4096 + 512,
+            &LoadControl::default(),
+        )
+        .unwrap();
+    assert_eq!(r.data_len, data.len() as u64);
+    let got = dmabuf_loader::BufferView::map(&target, size as usize).unwrap();
+    let got = got.as_slice();
+    let at = 4096 + 512;
+    assert!(got[at..at + data.len()] == data[..], "{}", r.io_path_reason);
+    assert!(got[..at].iter().all(|&b| b == 0));
+    assert!(got[at + data.len()..].iter().all(|&b| b == 0));
 }

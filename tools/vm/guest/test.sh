@@ -74,7 +74,7 @@ section vts
 step vts
 vts_start=$(now_ms)
 # Bounded: a VTS that waits forever for a missing service must not eat the whole run.
-timeout "$VTS_TIMEOUT_S" $VTS --tmpdir /data/tmp > /tmp/vts.out 2>&1
+bounded "$VTS_TIMEOUT_S" $VTS --tmpdir /data/tmp > /tmp/vts.out 2>&1
 vts_rc=$?
 cat /tmp/vts.out
 vts_ms=$(( $(now_ms) - vts_start ))
@@ -96,7 +96,7 @@ section soak
 step soak
 mkdir -p /data/tmp/soak
 soak_bufs0=$(dmabuf_count)
-timeout 240 dmabuf-loader-soak --pid "$(service_pid)" --ops 800 --clients 16 --dir /data/tmp/soak \
+bounded 240 dmabuf-loader-soak --pid "$(service_pid)" --ops 800 --clients 16 --dir /data/tmp/soak \
     > /tmp/soak.out 2>&1
 soak_rc=$?
 cat /tmp/soak.out
@@ -114,8 +114,8 @@ fi
 section core-tests
 step core-tests
 mkdir -p /data/tmp/core
-DMABUF_LOADER_EXPECT_DMABUF_REGBUF=$EXPECT_REGBUF DMABUF_LOADER_TEST_DIR=/data/tmp/core \
-    timeout 180 dmabuf-loader-core-tests > /tmp/core.out 2>&1
+bounded 180 env DMABUF_LOADER_EXPECT_DMABUF_REGBUF=$EXPECT_REGBUF DMABUF_LOADER_TEST_DIR=/data/tmp/core \
+    dmabuf-loader-core-tests > /tmp/core.out 2>&1
 core_rc=$?
 cat /tmp/core.out
 summary=$(grep -E '^test result:' /tmp/core.out | tail -n1)
@@ -162,7 +162,7 @@ kernel_held_after_eio() {
 ignored=" $(dmabuf-loader-regbuf-tests --list --ignored 2>/dev/null | sed -n 's/: test$//p' | tr '\n' ' ') "
 for t in $(dmabuf-loader-regbuf-tests --list 2>/dev/null | sed -n 's/: test$//p'); do
     case "$ignored" in *" $t "*) continue ;; esac
-    timeout 120 dmabuf-loader-regbuf-tests --exact "$t" --test-threads=1 --nocapture > /tmp/regbuf1.out 2>&1
+    bounded 120 dmabuf-loader-regbuf-tests --exact "$t" --test-threads=1 --nocapture > /tmp/regbuf1.out 2>&1
     rc1=$?
     cat /tmp/regbuf1.out >> /tmp/regbuf.out
     if [ "$rc1" -eq 0 ] && grep -q '^test result: ok. 1 passed' /tmp/regbuf1.out; then
