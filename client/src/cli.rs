@@ -335,9 +335,17 @@ pub struct BenchArgs {
     /// Loads into a reused client buffer from HEAP (v2 loadInto) vs fresh-buffer loads.
     #[arg(long, value_name = "HEAP")]
     pub into: Option<String>,
-    /// With --into: the service's pid, to report its CPU time and page faults too.
+    /// The service's pid: its CPU time (throughput, --into), page faults (--into), RSS
+    /// (--concurrent), and pinning it next to the client (--latency --pin).
     #[arg(long, value_name = "PID")]
     pub service_pid: Option<u32>,
+    /// With --latency: run the client's thread, the echo server and (with --service-pid) the
+    /// service on one CPU (default: the last one).
+    #[arg(long, value_name = "CPU", num_args = 0..=1, default_missing_value = "last")]
+    pub pin: Option<String>,
+    /// Load FILE's N equal slices at once (one connection each) against one load of them all.
+    #[arg(long, value_name = "N")]
+    pub concurrent: Option<u32>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -414,15 +422,40 @@ pub fn run(cli: Cli) -> Result<i32> {
                 } else {
                     r.print(&mut out)?;
                 }
+            } else if let Some(n) = a.concurrent {
+                let r =
+                    bench::concurrent(&session, &a.file, n, a.rounds, a.service_pid, &mut *log)?;
+                if a.json {
+                    writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
+                } else {
+                    r.print(&mut out)?;
+                }
             } else if a.latency {
-                let r = bench::latency(&session, &a.file, a.iterations)?;
+                let cpu = match a.pin.as_deref() {
+                    None => None,
+                    Some("last") => {
+                        Some(std::thread::available_parallelism().map_or(1, |n| n.get()) - 1)
+                    }
+                    Some(n) => Some(
+                        n.parse()
+                            .with_context(|| format!("--pin {n}: a CPU number"))?,
+                    ),
+                };
+                let r = bench::latency(&session, &a.file, a.iterations, cpu, a.service_pid)?;
                 if a.json {
                     writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
                 } else {
                     r.print(&mut out)?;
                 }
             } else {
-                let r = bench::throughput(&session, &a.file, a.rounds, !a.no_baselines, &mut *log)?;
+                let r = bench::throughput(
+                    &session,
+                    &a.file,
+                    a.rounds,
+                    !a.no_baselines,
+                    a.service_pid,
+                    &mut *log,
+                )?;
                 if a.json {
                     writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
                 } else {
@@ -447,6 +480,8 @@ pub struct LoadReport {
     pub exporter: Option<String>,
     pub data_length: i64,
     pub buffer_size: i64,
+    /// The page size the buffer got (4096, or a huge page's).
+    pub page_size: i64,
     pub read_only: bool,
     pub io_path: String,
     pub io_path_reason: String,
@@ -630,6 +665,7 @@ fn check(
         exporter,
         data_length: r.dataLength,
         buffer_size: r.bufferSize,
+        page_size: r.pageSize,
         read_only: a.read_only,
         io_path: io_path_name(r.ioPath),
         io_path_reason: r.ioPathReason.clone(),

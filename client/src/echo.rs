@@ -149,6 +149,13 @@ impl EchoServer {
     }
 }
 
+impl EchoServer {
+    /// The echo server's process id (to pin it next to the service).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for EchoServer {
     fn drop(&mut self) {
         drop(self.stdin.take());

@@ -234,7 +234,17 @@ fn bench_runs_both_modes() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let v = json(&o);
-    assert!(v["service_vs_engine_best"].as_f64().unwrap() > 0.0, "{v}");
+    // Cold rows: the service and the in-process engine (no baselines asked for).
+    let cold = v["cold"].as_array().unwrap();
+    assert_eq!(cold.len(), 2, "{v}");
+    assert!(
+        cold[0]["name"].as_str().unwrap().starts_with("service"),
+        "{v}"
+    );
+    for r in cold {
+        assert!(r["median_gib_s"].as_f64().unwrap() > 0.0, "{v}");
+    }
+    assert!(v["device_limit_gib_s"].is_null(), "{v}");
     let small = file(f.dir.path(), "d.bin", 4096);
     let o = run(
         &f,
@@ -242,6 +252,8 @@ fn bench_runs_both_modes() {
             "bench",
             small.to_str().unwrap(),
             "--latency",
+            "--pin",
+            "0",
             "--iterations",
             "50",
             "--json",
@@ -251,6 +263,29 @@ fn bench_runs_both_modes() {
     let v = json(&o);
     assert!(v["load_file"]["p50_us"].as_f64().unwrap() > 0.0, "{v}");
     assert!(v["bare_fd_call"]["p50_us"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["pinned"].as_str().unwrap().contains("CPU 0"), "{v}");
+    // --concurrent: 4 slices of 2 MiB at once, every one admitted.
+    let o = run(
+        &f,
+        &[
+            "bench",
+            p.to_str().unwrap(),
+            "--concurrent",
+            "4",
+            "--rounds",
+            "1",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = json(&o);
+    assert_eq!(
+        (v["loads"].as_u64(), v["bytes_each"].as_u64()),
+        (Some(4), Some(2 << 20)),
+        "{v}"
+    );
+    assert!(v["refused"].as_array().unwrap().is_empty(), "{v}");
+    assert!(v["median_gib_s"].as_f64().unwrap() > 0.0, "{v}");
     // --into: fresh-buffer loads vs loads into one reused client buffer, the service (in this
     // process) measured through --service-pid.
     let pid = std::process::id().to_string();

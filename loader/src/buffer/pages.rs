@@ -170,8 +170,18 @@ pub fn pick_hugetlb(pools: &[HugetlbPool], size: u64, pad_ok: bool, insist: bool
             let rounded = size.next_multiple_of(p.page_size);
             rounded == size || (pad_ok && (rounded - size) * 32 <= size)
         })
-        .find(|p| insist || p.free >= size.div_ceil(p.page_size))
-        .map(|p| p.page_size)
+        .fold(None::<(&HugetlbPool, bool)>, |best, p| {
+            // The largest pool with room wins; `insist` falls back to the largest that
+            // fits the size at all (an empty 1 GiB pool must not hide a full 2 MiB one).
+            let room = p.free >= size.div_ceil(p.page_size);
+            match best {
+                Some((_, true)) => best,
+                Some((_, false)) if !room => best,
+                _ if room || insist => Some((p, room)),
+                _ => best,
+            }
+        })
+        .map(|(p, _)| p.page_size)
 }
 
 /// The plan for a `size`-byte memfd-backed buffer (first choice; the allocation falls back
@@ -312,6 +322,33 @@ mod tests {
             pick_hugetlb(&pools, 1 << 20, true, true),
             None,
             "smaller than a page"
+        );
+        // An empty 1 GiB pool must not hide a 2 MiB pool that holds the buffer, insisting
+        // or not (issue 16: HugePages::Hugetlb picked the empty 1 GiB pool, failed, and fell
+        // back to THP).
+        let empty_big = [
+            HugetlbPool {
+                page_size: 1 << 30,
+                free: 0,
+                total: 0,
+            },
+            HugetlbPool {
+                page_size: 2 << 20,
+                free: 600,
+                total: 600,
+            },
+        ];
+        for insist in [false, true] {
+            assert_eq!(
+                pick_hugetlb(&empty_big, 1 << 30, false, insist),
+                Some(2 << 20),
+                "insist {insist}"
+            );
+        }
+        assert_eq!(
+            pick_hugetlb(&empty_big[..1], 1 << 30, false, true),
+            Some(1 << 30),
+            "insist with no pool that has room: the largest that fits"
         );
     }
 

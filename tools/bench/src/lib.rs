@@ -1,18 +1,29 @@
 //! dmabuf_loader_bench: the benchmark behind `dmabuf-loader-bench` (and reusable by any front
 //! end: the client's `dmabuf-loader bench` runs its contenders too). In ONE run on the same
-//! file it times
+//! file it times, cold (POSIX_FADV_DONTNEED before every run) and warm,
 //!
-//! * (a) the device limit: O_DIRECT io_uring, `limit_depth` (>= 32) reads of 1 MiB in
-//!   flight into (pre-faulted) anonymous memory;
-//! * (b) the status quo: allocate the buffer from the same provider, mmap it, plain
-//!   `read()` loop through the page cache;
-//! * (c) this engine (`Loader::load`), and (c') the engine with its pages faulted in
-//!   before the clock starts for the I/O, which isolates "I/O alone";
+//! * the honest device limit ([`limit`]: registered O_DIRECT at QD 32 x 1 MiB, with
+//!   `sweep` more shapes, the old unregistered row, fio's `--fixedbufs` jobs where installed);
+//! * the status quo: allocate the buffer (4 KiB pages), mmap it, plain `read()` loop through
+//!   the page cache;
+//! * the engine (`Loader::load`) in this process, and the engine with its pages faulted in
+//!   before the clock starts for the I/O (its `total - alloc` is "I/O alone");
+//! * the service ([`service`]: `dmabuf-loader-service` started by the bench, loaded into by
+//!   `dmabuf-loader load` clients) when its binaries are next to the bench's, and N loads at
+//!   once through it (8 x 128 MiB by default);
 //!
-//! cold (POSIX_FADV_DONTNEED before every run) and warm, interleaved (a b c c' a b c c' ...)
-//! so drifting disk speed hits every contender alike, keeping the best of the rounds (and
-//! reporting the spread). Allocation time is shown separately. Figures are only ever
-//! printed; no test asserts a timing.
+//! every contender once per round, the order rotated every round, so the disk's drift hits
+//! them alike. Each row gives the median and the spread of the rounds (flagged when too wide)
+//! and the cost columns: allocation time, CPU seconds per GiB (user + sys: this process, fio,
+//! or client + service), the file's page cache left behind, the page size the buffer got.
+//! Memory pressure ([`pressure`]) and the targets' verdicts ([`targets`]) complete the run.
+//! Figures are only ever printed; no test asserts a timing.
+
+pub mod limit;
+pub mod measure;
+pub mod pressure;
+pub mod service;
+pub mod targets;
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -24,8 +35,10 @@ use anyhow::{bail, Context};
 use dmabuf_loader::*;
 use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
 
+use limit::{Limit, LimitJob};
+use measure::{cached_bytes, cpu_self, gib_s, Spread};
+
 const MIB: u64 = 1 << 20;
-const GIB: f64 = (1u64 << 30) as f64;
 
 /// What to measure.
 #[derive(Clone, Debug)]
@@ -34,16 +47,22 @@ pub struct BenchOptions {
     /// another size.
     pub file: PathBuf,
     pub size: u64,
-    /// Rounds of each contender, cold and warm; the best is kept.
+    /// Rounds of each contender, cold and warm (medians are reported).
     pub rounds: u32,
     /// Heap for the status quo and the engine (default: memfd, the provider this host has).
     pub heap: String,
-    /// Reads in flight for the device-limit contender (>= 32).
-    pub limit_depth: u32,
     /// Engine configuration (queue depth, chunk size, forced path...).
     pub config: Config,
-    /// Also run the parameter sweep (queue depth x chunk size, paths, allocation strategies).
+    /// Also sweep the limit's shapes and the engine's variants (queue depth x chunk size,
+    /// paths, allocation strategies).
     pub sweep: bool,
+    /// Time the service too (when its binaries are there), with these arguments.
+    pub service: bool,
+    pub service_args: Vec<String>,
+    /// N loads of `size` bytes at once through the service (files next to `file`).
+    pub concurrent: Option<(u32, u64)>,
+    /// Also the warm rounds.
+    pub warm: bool,
 }
 
 impl BenchOptions {
@@ -53,142 +72,169 @@ impl BenchOptions {
             size: 1 << 30,
             rounds: 5,
             heap: "memfd".into(),
-            limit_depth: 32,
             config: Config::default(),
             sweep: false,
+            service: true,
+            service_args: Vec::new(),
+            concurrent: Some((8, 128 << 20)),
+            warm: true,
         }
     }
 }
 
-/// Best and worst of the rounds, plus the allocation part of the best.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Sample {
-    pub best: Duration,
-    pub worst: Duration,
-    pub alloc: Duration,
+/// What a row is, for the summary.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Role {
+    Limit(LimitJob),
+    StatusQuo,
+    Engine,
+    /// The engine with its pages faulted in first: `total - alloc` = I/O alone.
+    EngineIoAlone,
+    Service,
+    /// `n` loads of `each` bytes at once through the service.
+    Concurrent {
+        n: u32,
+        each: u64,
+    },
+    /// A sweep variant of the engine.
+    Variant,
 }
 
-impl Sample {
-    fn push(&mut self, total: Duration, alloc: Duration) {
-        if self.best.is_zero() || total < self.best {
-            self.best = total;
-            self.alloc = alloc;
-        }
-        self.worst = self.worst.max(total);
-    }
-}
-
+/// One contender's runs, cold or warm.
 #[derive(Clone, Debug, Default)]
+pub struct Runs {
+    pub gib_s: Vec<f64>,
+    pub total_s: Vec<f64>,
+    pub alloc_s: Vec<f64>,
+    pub cpu_per_gib: Vec<f64>,
+    /// Share of the file left in the page cache after the run (cold runs only).
+    pub cache_left: Vec<f64>,
+    /// Concurrent rows: the service's own RSS growth per load in flight, bytes.
+    pub rss_per_load: Vec<f64>,
+    pub page_size: u64,
+    pub paths: Vec<String>,
+    pub failures: Vec<String>,
+}
+
+impl Runs {
+    pub fn gib(&self) -> Option<Spread> {
+        Spread::of(&self.gib_s)
+    }
+    pub fn median(v: &[f64]) -> Option<f64> {
+        Spread::of(v).map(|s| s.median)
+    }
+}
+
+#[derive(Clone, Debug)]
 pub struct Row {
     pub name: String,
-    pub cold: Sample,
-    pub warm: Sample,
-    pub note: String,
+    pub role: Role,
+    pub cold: Runs,
+    pub warm: Runs,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct BenchReport {
     pub size: u64,
-    pub limit: Row,
-    pub status_quo: Row,
-    pub engine: Row,
-    pub engine_io_alone: Row,
-    pub sweep: Vec<Row>,
-}
-
-fn gib_s(size: u64, d: Duration) -> f64 {
-    if d.is_zero() {
-        return 0.0;
-    }
-    size as f64 / GIB / d.as_secs_f64()
+    pub rounds: u32,
+    pub loadavg_start: String,
+    pub loadavg_end: String,
+    pub rows: Vec<Row>,
+    pub limit: Limit,
+    /// Why the service rows are missing, if they are.
+    pub service_note: Option<String>,
 }
 
 impl BenchReport {
-    /// engine / limit, cold (throughput ratio).
-    pub fn cold_vs_limit(&self) -> f64 {
-        self.limit.cold.best.as_secs_f64() / self.engine.cold.best.as_secs_f64()
+    pub fn row(&self, role: &Role) -> Option<&Row> {
+        self.rows.iter().find(|r| &r.role == role)
     }
-    pub fn cold_vs_status_quo(&self) -> f64 {
-        self.status_quo.cold.best.as_secs_f64() / self.engine.cold.best.as_secs_f64()
-    }
-    /// engine / the faster of status quo and limit, warm.
-    pub fn warm_vs_best(&self) -> f64 {
-        let other = self.status_quo.warm.best.min(self.limit.warm.best);
-        other.as_secs_f64() / self.engine.warm.best.as_secs_f64()
-    }
-    /// Engine total (allocation overlapped) / engine I/O alone (pages faulted beforehand).
-    pub fn total_vs_io_alone(&self) -> (f64, f64) {
-        let io = |s: &Sample| (s.best - s.alloc).as_secs_f64();
-        (
-            self.engine.cold.best.as_secs_f64() / io(&self.engine_io_alone.cold),
-            self.engine.warm.best.as_secs_f64() / io(&self.engine_io_alone.warm),
-        )
+    pub fn concurrent(&self) -> Option<&Row> {
+        self.rows
+            .iter()
+            .find(|r| matches!(r.role, Role::Concurrent { .. }))
     }
 
     /// The table, as the bench prints it.
     pub fn print(&self, out: &mut dyn Write) -> std::io::Result<()> {
-        let s = self.size;
-        let line = |out: &mut dyn Write, r: &Row| {
+        writeln!(
+            out,
+            "{} rounds, every contender once per round, order rotated; medians [min..max]; load average {} at the start, {} at the end",
+            self.rounds, self.loadavg_start, self.loadavg_end
+        )?;
+        for warm in [false, true] {
+            let rows: Vec<&Row> = self
+                .rows
+                .iter()
+                .filter(|r| !(if warm { &r.warm } else { &r.cold }).gib_s.is_empty())
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
             writeln!(
                 out,
-                "{:<34} {:>6.2} GiB/s {:>7.0} ms {:>7.0} ms  [{:>5.2}..{:>5.2}]   {:>6.2} GiB/s {:>7.0} ms {:>7.0} ms  [{:>5.2}..{:>5.2}]  {}",
-                r.name,
-                gib_s(s, r.cold.best),
-                r.cold.best.as_secs_f64() * 1e3,
-                r.cold.alloc.as_secs_f64() * 1e3,
-                gib_s(s, r.cold.worst),
-                gib_s(s, r.cold.best),
-                gib_s(s, r.warm.best),
-                r.warm.best.as_secs_f64() * 1e3,
-                r.warm.alloc.as_secs_f64() * 1e3,
-                gib_s(s, r.warm.worst),
-                gib_s(s, r.warm.best),
-                r.note
-            )
-        };
-        writeln!(
-            out,
-            "{:<34} {:>12} {:>10} {:>10}  {:>14}   {:>12} {:>10} {:>10}  {:>14}",
-            "contender (best of rounds)",
-            "cold",
-            "total",
-            "alloc",
-            "spread GiB/s",
-            "warm",
-            "total",
-            "alloc",
-            "spread GiB/s"
-        )?;
-        for r in [
-            &self.limit,
-            &self.status_quo,
-            &self.engine,
-            &self.engine_io_alone,
-        ] {
-            line(out, r)?;
-        }
-        let (tc, tw) = self.total_vs_io_alone();
-        writeln!(out)?;
-        writeln!(
-            out,
-            "cold: engine/limit {:.2}x (target >= 0.90), engine/status quo {:.2}x (target >= 2.5)",
-            self.cold_vs_limit(),
-            self.cold_vs_status_quo()
-        )?;
-        writeln!(
-            out,
-            "warm: engine/max(status quo, limit) {:.2}x (target >= 1.0)",
-            self.warm_vs_best()
-        )?;
-        writeln!(
-            out,
-            "engine total-with-alloc / I/O alone: cold {tc:.2}x, warm {tw:.2}x (target <= 1.15)"
-        )?;
-        if !self.sweep.is_empty() {
-            writeln!(out, "\nsweep (engine variants, same interleaving):")?;
-            for r in &self.sweep {
-                line(out, r)?;
+                "\n{:<44} {:>7} {:>14} {:>8} {:>8} {:>9} {:>7} {:>6}  path",
+                if warm {
+                    "WARM (file in the page cache)"
+                } else {
+                    "COLD (page cache dropped)"
+                },
+                "GiB/s",
+                "min..max",
+                "wall ms",
+                "alloc ms",
+                "CPU s/GiB",
+                "cache",
+                "pages"
+            )?;
+            for r in rows {
+                let x = if warm { &r.warm } else { &r.cold };
+                let g = x.gib().unwrap_or_default();
+                let med = |v: &[f64]| Runs::median(v).unwrap_or(0.0);
+                let cache = Runs::median(&x.cache_left)
+                    .map_or("-".to_string(), |c| format!("{:.1}%", c * 100.0));
+                let mut paths = x.paths.clone();
+                paths.sort();
+                paths.dedup();
+                let fails = if x.failures.is_empty() {
+                    String::new()
+                } else {
+                    format!("  FAILED {}x: {}", x.failures.len(), x.failures[0])
+                };
+                let rss = Runs::median(&x.rss_per_load).map_or(String::new(), |b| {
+                    format!("  service RSS +{:.2} MiB/load", b / MIB as f64)
+                });
+                writeln!(
+                    out,
+                    "{:<44} {:>7.2} {:>14} {:>8.0} {:>8.0} {:>9.3} {:>7} {:>5}K  {}{}{}{}",
+                    r.name,
+                    g.median,
+                    format!("{:.2}..{:.2}", g.min, g.max),
+                    med(&x.total_s) * 1e3,
+                    med(&x.alloc_s) * 1e3,
+                    med(&x.cpu_per_gib),
+                    cache,
+                    x.page_size >> 10,
+                    paths.join("/"),
+                    rss,
+                    fails,
+                    g.warning()
+                )?;
             }
+        }
+        writeln!(
+            out,
+            "\ndevice limit: {:.2} GiB/s ({}){}",
+            self.limit.gib_s,
+            self.limit.by,
+            match (&self.limit.ours, &self.limit.fio) {
+                (Some((o, _)), Some((f, _))) =>
+                    format!("; our registered loop / fio = {:.2}", o / f),
+                _ => String::new(),
+            }
+        )?;
+        if let Some(n) = &self.service_note {
+            writeln!(out, "service: {n}")?;
         }
         Ok(())
     }
@@ -240,14 +286,7 @@ pub fn warm_cache(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// (a) O_DIRECT io_uring reads of `chunk` with `depth` in flight into registered anonymous
-/// memory (READ_FIXED: the best the device gives; the core's reader drives the engine's own
-/// private ring).
-pub fn device_limit(path: &Path, size: u64, depth: u32, chunk: usize) -> anyhow::Result<Duration> {
-    dmabuf_loader::device_read(path, size, depth, chunk, true)
-}
-
-/// (b) allocate from the provider, mmap, read() loop. Returns (total, alloc).
+/// The status quo: allocate from the provider, mmap, read() loop. Returns (total, alloc).
 pub fn status_quo(
     loader: &Loader,
     path: &Path,
@@ -275,47 +314,47 @@ pub fn status_quo(
     Ok((total, alloc))
 }
 
-/// (c) the engine. Returns (total, alloc, io path).
+/// The engine in this process. Returns (total, alloc, io path, page size).
 pub fn engine(
     loader: &Loader,
     path: &Path,
     heap: &str,
-) -> anyhow::Result<(Duration, Duration, IoPath)> {
+) -> anyhow::Result<(Duration, Duration, IoPath, u64)> {
     let f = File::open(path)?;
     let req = LoadRequest {
         heap: Some(heap.into()),
         ..Default::default()
     };
     let l = loader.load(f.as_fd(), &req, &LoadControl::default())?;
-    Ok((l.total_time, l.alloc_time, l.io_path))
+    Ok((l.total_time, l.alloc_time, l.io_path, l.page_size))
+}
+
+/// A status-quo loader: what app code gets (4 KiB pages, no huge-page policy).
+pub fn status_quo_loader() -> anyhow::Result<Loader> {
+    Loader::new(Config {
+        huge_pages: HugePages::Off,
+        ..Config::default()
+    })
 }
 
 enum Contender {
-    Limit,
+    Limit(LimitJob),
     StatusQuo,
     Engine(Box<Loader>),
+    Service,
+    Concurrent(Vec<PathBuf>),
 }
 
-fn run_one(
-    c: &Contender,
-    opts: &BenchOptions,
-    sq_loader: &Loader,
-) -> anyhow::Result<(Duration, Duration, String)> {
-    Ok(match c {
-        Contender::Limit => (
-            device_limit(&opts.file, opts.size, opts.limit_depth, MIB as usize)?,
-            Duration::ZERO,
-            String::new(),
-        ),
-        Contender::StatusQuo => {
-            let (t, a) = status_quo(sq_loader, &opts.file, opts.size, &opts.heap)?;
-            (t, a, String::new())
-        }
-        Contender::Engine(l) => {
-            let (t, a, p) = engine(l, &opts.file, &opts.heap)?;
-            (t, a, format!("{p:?}"))
-        }
-    })
+/// One run's figures.
+#[derive(Default)]
+struct Run {
+    total: Duration,
+    alloc: Duration,
+    cpu: f64,
+    page_size: u64,
+    path: String,
+    rss_per_load: Option<f64>,
+    failure: Option<String>,
 }
 
 fn loader_variant(base: &Config, f: impl FnOnce(&mut Config)) -> anyhow::Result<Box<Loader>> {
@@ -324,45 +363,164 @@ fn loader_variant(base: &Config, f: impl FnOnce(&mut Config)) -> anyhow::Result<
     Ok(Box::new(Loader::new(c)?))
 }
 
-/// Runs the whole bench and returns the figures (print them with [`BenchReport::print`]).
+fn run_one(
+    c: &Contender,
+    opts: &BenchOptions,
+    sq: &Loader,
+    svc: Option<&service::Service>,
+) -> anyhow::Result<Run> {
+    let c0 = cpu_self();
+    Ok(match c {
+        Contender::Limit(j) => {
+            let (bw, cpu) = j.run(&opts.file, opts.size)?;
+            Run {
+                total: Duration::from_secs_f64(opts.size as f64 / measure::GIB / bw),
+                cpu,
+                ..Default::default()
+            }
+        }
+        Contender::StatusQuo => {
+            let (total, alloc) = status_quo(sq, &opts.file, opts.size, &opts.heap)?;
+            Run {
+                total,
+                alloc,
+                cpu: cpu_self() - c0,
+                page_size: 4096,
+                ..Default::default()
+            }
+        }
+        Contender::Engine(l) => {
+            let (total, alloc, p, page_size) = engine(l, &opts.file, &opts.heap)?;
+            Run {
+                total,
+                alloc,
+                cpu: cpu_self() - c0,
+                page_size,
+                path: format!("{p:?}"),
+                ..Default::default()
+            }
+        }
+        Contender::Service => {
+            let l = svc.context("no service")?.load(&opts.file)?;
+            Run {
+                total: l.wall,
+                cpu: l.cpu,
+                page_size: l.page_size,
+                path: l.io_path,
+                failure: (l.result != "ok").then_some(l.result),
+                ..Default::default()
+            }
+        }
+        Contender::Concurrent(files) => {
+            let svc = svc.context("no service")?;
+            let (wall, loads, rss, cpu) = svc.load_concurrently(files)?;
+            let bad: Vec<&str> = loads
+                .iter()
+                .filter(|l| l.result != "ok")
+                .map(|l| l.result.as_str())
+                .collect();
+            let mut paths: Vec<String> = loads.iter().map(|l| l.io_path.clone()).collect();
+            paths.sort();
+            paths.dedup();
+            Run {
+                total: wall,
+                cpu,
+                page_size: loads.iter().map(|l| l.page_size).max().unwrap_or(0),
+                path: paths.join("/"),
+                rss_per_load: Some(rss as f64 / files.len() as f64),
+                failure: (!bad.is_empty())
+                    .then(|| format!("{} of {} loads: {}", bad.len(), loads.len(), bad[0])),
+                ..Default::default()
+            }
+        }
+    })
+}
+
+/// Runs the whole rotation and returns the figures (print them with [`BenchReport::print`]).
 pub fn run(opts: &BenchOptions, log: &mut dyn Write) -> anyhow::Result<BenchReport> {
-    if opts.limit_depth < 32 {
-        bail!("the device limit is defined with >= 32 reads in flight");
-    }
     ensure_file(&opts.file, opts.size)?;
-    let base = Loader::new(opts.config.clone())?;
-    let mut rows: Vec<(Row, Contender)> = vec![
-        (
+    let loadavg_start = measure::loadavg();
+    let sq = status_quo_loader()?;
+    let mut rows: Vec<(Row, Contender, bool)> = Vec::new(); // (row, contender, runs warm too)
+    let mut add = |name: String, role: Role, c: Contender, warm: bool| {
+        rows.push((
             Row {
-                name: format!("(a) device limit O_DIRECT QD{}", opts.limit_depth),
-                ..Default::default()
+                name,
+                role,
+                cold: Runs::default(),
+                warm: Runs::default(),
             },
-            Contender::Limit,
-        ),
-        (
-            Row {
-                name: format!("(b) status quo {} mmap+read()", opts.heap),
-                ..Default::default()
-            },
-            Contender::StatusQuo,
-        ),
-        (
-            Row {
-                name: "(c) engine".into(),
-                ..Default::default()
-            },
-            Contender::Engine(loader_variant(&opts.config, |_| {})?),
-        ),
-        (
-            Row {
-                name: "(c') engine, pages prefaulted".into(),
-                ..Default::default()
-            },
-            Contender::Engine(loader_variant(&opts.config, |c| {
-                c.alloc_strategy = AllocStrategy::Prefault
-            })?),
-        ),
-    ];
+            c,
+            warm,
+        ))
+    };
+    let limit_jobs = limit::jobs(opts.sweep);
+    for j in &limit_jobs {
+        add(
+            j.name(),
+            Role::Limit(j.clone()),
+            Contender::Limit(j.clone()),
+            false,
+        );
+    }
+    add(
+        format!("status quo ({} 4K + mmap + read())", opts.heap),
+        Role::StatusQuo,
+        Contender::StatusQuo,
+        true,
+    );
+    add(
+        "engine (in process)".into(),
+        Role::Engine,
+        Contender::Engine(loader_variant(&opts.config, |_| {})?),
+        true,
+    );
+    add(
+        "engine, pages prefaulted (I/O alone)".into(),
+        Role::EngineIoAlone,
+        Contender::Engine(loader_variant(&opts.config, |c| {
+            c.alloc_strategy = AllocStrategy::Prefault
+        })?),
+        true,
+    );
+    let mut service_note = None;
+    let svc = if !opts.service {
+        service_note = Some("not run (--no-service)".into());
+        None
+    } else if !service::available() {
+        service_note = Some(format!(
+            "not run: no dmabuf-loader-service / dmabuf-loader next to this binary ({})",
+            service::bin_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default()
+        ));
+        None
+    } else {
+        Some(service::Service::start(&opts.service_args, None, "main")?)
+    };
+    if svc.is_some() {
+        add(
+            "service (dmabuf-loader load, memfd)".into(),
+            Role::Service,
+            Contender::Service,
+            true,
+        );
+        if let Some((n, each)) = opts.concurrent {
+            let dir = opts.file.parent().unwrap_or(Path::new("."));
+            let mut files = Vec::new();
+            for i in 0..n {
+                let f = dir.join(format!("dmabuf-loader-bench-{}M-{i}.bin", each >> 20));
+                ensure_file(&f, each)?;
+                files.push(f);
+            }
+            add(
+                format!("service, {n} x {} MiB at once (aggregate)", each >> 20),
+                Role::Concurrent { n, each },
+                Contender::Concurrent(files),
+                false,
+            );
+        }
+    }
     if opts.sweep {
         for (qd, chunk) in [
             (8u32, 1usize << 20),
@@ -371,16 +529,15 @@ pub fn run(opts: &BenchOptions, log: &mut dyn Write) -> anyhow::Result<BenchRepo
             (32, 256 << 10),
             (32, 4 << 20),
         ] {
-            rows.push((
-                Row {
-                    name: format!("engine QD{qd} chunk {}K", chunk >> 10),
-                    ..Default::default()
-                },
+            add(
+                format!("engine QD{qd} chunk {}K", chunk >> 10),
+                Role::Variant,
                 Contender::Engine(loader_variant(&opts.config, |c| {
                     c.queue_depth = Some(qd);
                     c.chunk_size = Some(chunk);
                 })?),
-            ));
+                true,
+            );
         }
         for p in [
             IoPath::DirectRegistered,
@@ -388,92 +545,103 @@ pub fn run(opts: &BenchOptions, log: &mut dyn Write) -> anyhow::Result<BenchRepo
             IoPath::Buffered,
             IoPath::BufferedSync,
         ] {
-            rows.push((
-                Row {
-                    name: format!("engine forced {p:?}"),
-                    ..Default::default()
-                },
+            add(
+                format!("engine forced {p:?}"),
+                Role::Variant,
                 Contender::Engine(loader_variant(&opts.config, |c| c.force_io_path = Some(p))?),
-            ));
+                true,
+            );
         }
-        for (qd, chunk) in [
-            (1u32, 4usize << 20),
-            (2, 4 << 20),
-            (4, 1 << 20),
-            (8, 1 << 20),
-        ] {
-            rows.push((
-                Row {
-                    name: format!("engine Buffered QD{qd} chunk {}K", chunk >> 10),
-                    ..Default::default()
-                },
-                Contender::Engine(loader_variant(&opts.config, |c| {
-                    c.force_io_path = Some(IoPath::Buffered);
-                    c.queue_depth = Some(qd);
-                    c.chunk_size = Some(chunk);
-                })?),
-            ));
-        }
-        rows.push((
-            Row {
-                name: "engine OnDemand pages".into(),
-                ..Default::default()
-            },
+        add(
+            "engine OnDemand pages".into(),
+            Role::Variant,
             Contender::Engine(loader_variant(&opts.config, |c| {
                 c.alloc_strategy = AllocStrategy::OnDemand
             })?),
-        ));
-        rows.push((
-            Row {
-                name: "engine OnDemand forced Buffered".into(),
-                ..Default::default()
-            },
-            Contender::Engine(loader_variant(&opts.config, |c| {
-                c.alloc_strategy = AllocStrategy::OnDemand;
-                c.force_io_path = Some(IoPath::Buffered);
-            })?),
-        ));
+            true,
+        );
     }
     for warm in [false, true] {
+        if warm && !opts.warm {
+            break;
+        }
         if warm {
             warm_cache(&opts.file)?;
         }
-        for round in 0..opts.rounds {
-            for (row, c) in rows.iter_mut() {
-                if !warm {
-                    drop_cache(&opts.file)?;
+        let n = rows.len();
+        for round in 0..opts.rounds as usize {
+            for k in 0..n {
+                let (row, c, runs_warm) = &mut rows[measure::order(k, round, n)];
+                if warm && !*runs_warm {
+                    continue;
                 }
-                let (t, a, note) = run_one(c, opts, &base)?;
-                let _ = writeln!(
+                let files: Vec<PathBuf> = match c {
+                    Contender::Concurrent(f) => f.clone(),
+                    _ => vec![opts.file.clone()],
+                };
+                if !warm {
+                    for f in &files {
+                        drop_cache(f)?;
+                    }
+                }
+                let r = run_one(c, opts, &sq, svc.as_ref())?;
+                let bytes = match &row.role {
+                    Role::Concurrent { n, each } => *n as u64 * each,
+                    _ => opts.size,
+                };
+                let bw = gib_s(bytes, r.total.as_secs_f64());
+                let _ =
+                    writeln!(
                     log,
-                    "{} round {round} {:<34} {:>6.2} GiB/s (alloc {:.0} ms) {note}",
+                    "{} round {round} {:<44} {bw:>6.2} GiB/s  alloc {:>5.0} ms  CPU {:.3} s  {}{}",
                     if warm { "warm" } else { "cold" },
                     row.name,
-                    gib_s(opts.size, t),
-                    a.as_secs_f64() * 1e3
+                    r.alloc.as_secs_f64() * 1e3,
+                    r.cpu,
+                    r.path,
+                    r.failure.as_deref().map(|f| format!("  FAILED: {f}")).unwrap_or_default()
                 );
-                let s = if warm { &mut row.warm } else { &mut row.cold };
-                s.push(t, a);
-                if !note.is_empty() && !row.note.contains(&note) {
-                    row.note = if row.note.is_empty() {
-                        note
-                    } else {
-                        format!("{}/{note}", row.note)
-                    };
+                let x = if warm { &mut row.warm } else { &mut row.cold };
+                if let Some(f) = r.failure {
+                    x.failures.push(f);
+                    continue;
+                }
+                x.gib_s.push(bw);
+                x.total_s.push(r.total.as_secs_f64());
+                x.alloc_s.push(r.alloc.as_secs_f64());
+                x.cpu_per_gib.push(r.cpu / (bytes as f64 / measure::GIB));
+                if !warm && !matches!(row.role, Role::Limit(_)) {
+                    let left: u64 = files.iter().filter_map(|f| cached_bytes(f)).sum();
+                    x.cache_left.push(left as f64 / bytes as f64);
+                }
+                if let Some(b) = r.rss_per_load {
+                    x.rss_per_load.push(b);
+                }
+                x.page_size = x.page_size.max(r.page_size);
+                if !r.path.is_empty() {
+                    x.paths.push(r.path);
                 }
             }
         }
     }
-    let mut it = rows.into_iter().map(|(r, _)| r);
-    let mut next = || it.next().expect("row");
-    let (limit, status_quo, engine, engine_io_alone) = (next(), next(), next(), next());
-    let sweep = it.collect();
+    drop(svc);
+    let rows: Vec<Row> = rows.into_iter().map(|(r, _, _)| r).collect();
+    let medians: Vec<Option<Spread>> = limit_jobs
+        .iter()
+        .map(|j| {
+            rows.iter()
+                .find(|r| r.role == Role::Limit(j.clone()))
+                .and_then(|r| r.cold.gib())
+        })
+        .collect();
+    let limit = limit::pick(&limit_jobs, &medians);
     Ok(BenchReport {
         size: opts.size,
+        rounds: opts.rounds,
+        loadavg_start,
+        loadavg_end: measure::loadavg(),
+        rows,
         limit,
-        status_quo,
-        engine,
-        engine_io_alone,
-        sweep,
+        service_note,
     })
 }
