@@ -245,7 +245,15 @@ impl DmabufRing {
         )
         .offset(file_off)
         .build()
-        .user_data(user_data);
+        .user_data(user_data)
+        // Always issued from an io-wq worker (blocking, never IOCB_NOWAIT). v3 takes a
+        // reference on the dma-buf's map at import and overwrites it when an inline issue
+        // comes back -EAGAIN (e.g. the NVMe queue's tags are all busy) and the request is
+        // imported again from io-wq: the first reference is never dropped, the token's fence
+        // is never signalled, and every DMA_BUF_IOCTL_SYNC on the buffer then blocks forever
+        // (seen in the VM rig for any load with more reads than fit in flight). Issued
+        // async, a request is imported exactly once.
+        .flags(io_uring::squeue::Flags::ASYNC);
         loop {
             // SAFETY: for a dma-buf registered buffer `addr` is an offset into the dma-buf,
             // not a pointer: the kernel never dereferences it in our address space, it checks
