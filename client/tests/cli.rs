@@ -17,8 +17,14 @@ struct Fixture {
     _server: ServerHandle,
 }
 
+/// A scratch directory under Cargo's per-target tmp dir (a real disk, removed on drop).
+fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+}
+
+/// The service library on a unix socket in this process, its scratch directory next to it.
 fn start() -> Fixture {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = scratch();
     let socket = dir.path().join("svc.sock");
     let config = ConfigOverrides {
         max_load_bytes: Some(64 << 20),
@@ -38,23 +44,44 @@ fn start() -> Fixture {
     }
 }
 
-fn run(f: &Fixture, args: &[&str]) -> Output {
+/// The `dmabuf-loader` command, not started.
+fn client() -> Command {
     Command::new(env!("CARGO_BIN_EXE_dmabuf-loader"))
-        .arg("--socket")
-        .arg(&f.socket)
-        .args(args)
-        .output()
-        .expect("running dmabuf-loader")
+}
+
+/// The command with `--socket SOCKET` and `args`, not started.
+fn client_at(socket: &Path, args: &[&str]) -> Command {
+    let mut c = client();
+    c.arg("--socket").arg(socket).args(args);
+    c
+}
+
+/// Runs the command against the fixture's service.
+fn run(f: &Fixture, args: &[&str]) -> Output {
+    run_at(&f.socket, args, None)
+}
+
+/// Runs the command with `--socket SOCKET` (no fixture needed), as `uid` when given.
+fn run_at(socket: &Path, args: &[&str], uid: Option<u32>) -> Output {
+    use std::os::unix::process::CommandExt;
+    let mut c = client_at(socket, args);
+    if let Some(u) = uid {
+        c.uid(u);
+    }
+    c.output().expect("running dmabuf-loader")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn json(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): stdout {} stderr {}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    })
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): stdout {} stderr {}", stdout(o), stderr(o)))
 }
 
 fn file(dir: &Path, name: &str, len: usize) -> PathBuf {
@@ -78,7 +105,7 @@ fn load_verify_json_reports_the_facts() {
             "--json",
         ],
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{}", stderr(&o));
     let v = json(&o);
     assert_eq!(v["data_length"], 1_000_003);
     assert_eq!(v["buffer_size"].as_i64().unwrap() % 4096, 0);
@@ -109,12 +136,8 @@ fn load_async_range_read_only_text_output() {
             "--verify",
         ],
     );
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{out} {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out} {}", stderr(&o));
     assert!(out.contains("range       [5, 2000005)"), "{out}");
     assert!(out.contains("read-only"), "{out}");
     assert!(out.contains("verify      OK"), "{out}");
@@ -133,13 +156,13 @@ fn a_refused_request_exits_3_with_the_error_code() {
     let small = file(f.dir.path(), "s.bin", 10);
     let o = run(&f, &["load", small.to_str().unwrap(), "--heap", "nope"]);
     assert_eq!(o.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("UNKNOWN_HEAP (7)"));
+    assert!(stderr(&o).contains("UNKNOWN_HEAP (7)"));
     let o = run(
         &f,
         &["load", small.to_str().unwrap(), "--offset", "11", "--async"],
     );
     assert_eq!(o.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("INVALID_RANGE"));
+    assert!(stderr(&o).contains("INVALID_RANGE"));
 }
 
 #[test]
@@ -156,7 +179,7 @@ fn heaps_and_info() {
     assert_eq!(v["interface_hash"], v["client_interface_hash"]);
     assert_eq!(v["max_load_bytes"], 64 << 20);
     let o = run(&f, &["info"]);
-    assert!(String::from_utf8_lossy(&o.stdout).contains("interface       version 2"));
+    assert!(stdout(&o).contains("interface       version 2"));
 }
 
 #[test]
@@ -178,7 +201,7 @@ fn load_into_a_client_buffer_verifies_and_refusals_exit_3() {
             "--json",
         ],
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{}", stderr(&o));
     let v = json(&o);
     assert_eq!(v["verified"], true, "{v}");
     assert_eq!(v["data_length"], 3_000_000 - 7);
@@ -188,9 +211,9 @@ fn load_into_a_client_buffer_verifies_and_refusals_exit_3() {
     let o = run(&f, &["load", p.to_str().unwrap(), "--into", "memfd:4096"]);
     assert_eq!(o.status.code(), Some(3));
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("TARGET_TOO_SMALL (18)"),
+        stderr(&o).contains("TARGET_TOO_SMALL (18)"),
         "{}",
-        String::from_utf8_lossy(&o.stderr)
+        stderr(&o)
     );
 }
 
@@ -209,7 +232,7 @@ fn bench_runs_both_modes() {
             "--json",
         ],
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{}", stderr(&o));
     let v = json(&o);
     assert!(v["service_vs_engine_best"].as_f64().unwrap() > 0.0, "{v}");
     let small = file(f.dir.path(), "d.bin", 4096);
@@ -224,7 +247,7 @@ fn bench_runs_both_modes() {
             "--json",
         ],
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{}", stderr(&o));
     let v = json(&o);
     assert!(v["load_file"]["p50_us"].as_f64().unwrap() > 0.0, "{v}");
     assert!(v["bare_fd_call"]["p50_us"].as_f64().unwrap() > 0.0, "{v}");
@@ -245,7 +268,7 @@ fn bench_runs_both_modes() {
             "--json",
         ],
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{}", stderr(&o));
     let v = json(&o);
     let names: Vec<_> = v["contenders"]
         .as_array()
@@ -258,24 +281,9 @@ fn bench_runs_both_modes() {
     assert!(v["contenders"][0]["service_cpu_ms"].is_number(), "{v}");
 }
 
-/// Runs the command with `--socket SOCKET` (no fixture), as `uid` when given.
-fn run_at(socket: &Path, args: &[&str], uid: Option<u32>) -> Output {
-    use std::os::unix::process::CommandExt;
-    let mut c = Command::new(env!("CARGO_BIN_EXE_dmabuf-loader"));
-    c.arg("--socket").arg(socket).args(args);
-    if let Some(u) = uid {
-        c.uid(u);
-    }
-    c.output().expect("running dmabuf-loader")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 #[test]
 fn connection_errors_say_what_happened_and_exit_5() {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = scratch();
     // No such socket.
     let o = run_at(&dir.path().join("none.sock"), &["info"], None);
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
@@ -305,7 +313,7 @@ fn connection_errors_say_what_happened_and_exit_5() {
         stderr(&o)
     );
     // A kernel binder device that is not one (rsbinder alone says `NoInit`).
-    let o = Command::new(env!("CARGO_BIN_EXE_dmabuf-loader"))
+    let o = client()
         .arg("--binder-device")
         .arg(&plain)
         .arg("info")
@@ -345,10 +353,7 @@ fn a_fifo_without_a_writer_is_refused_not_waited_on() {
     let fifo = f.dir.path().join("fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     // The old client blocked in open(2) forever: give it 20 s, then fail instead of hanging.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dmabuf-loader"))
-        .arg("--socket")
-        .arg(&f.socket)
-        .args(["load", fifo.to_str().unwrap()])
+    let mut child = client_at(&f.socket, &["load", fifo.to_str().unwrap()])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -384,7 +389,7 @@ fn pseudo_files_are_refused_and_empty_files_load_as_empty() {
     let empty = file(f.dir.path(), "empty", 0);
     let o = run(&f, &["load", empty.to_str().unwrap(), "--verify"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let out = String::from_utf8_lossy(&o.stdout);
+    let out = stdout(&o);
     assert!(out.contains("the file is empty"), "{out}");
     assert!(!out.contains("MiB/s"), "a rate for 0 bytes: {out}");
     let v = json(&run(&f, &["load", empty.to_str().unwrap(), "--json"]));
@@ -462,7 +467,7 @@ fn timeout_zero_means_no_limit() {
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("verify      OK"));
+    assert!(stdout(&o).contains("verify      OK"));
 }
 
 #[test]
@@ -481,7 +486,7 @@ fn the_same_refusal_exits_3_from_every_command() {
 #[test]
 fn info_reads_as_words_and_json_keeps_the_bytes() {
     let f = start();
-    let out = String::from_utf8_lossy(&run(&f, &["info"]).stdout).into_owned();
+    let out = stdout(&run(&f, &["info"]));
     assert!(out.contains("max load        64 MiB per load"), "{out}");
     assert!(
         out.contains("io_uring dma-buf registered buffers (kernel series, not in mainline): "),
@@ -509,7 +514,7 @@ fn bench_spells_the_io_path_one_way() {
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    let all = format!("{}{}", stdout(&o), stderr(&o));
     for camel in [
         "DirectRegistered",
         "BufferedSync",

@@ -353,12 +353,19 @@ impl Loader {
     /// way a client allocates its own: for callers that bring their own target to
     /// [`load_into`](Self::load_into) (the client's `load --into`, its bench, tests). A dma-buf
     /// unless the heap is `memfd` (then sealed against shrinking and growing, as targets must).
+    /// A dma-buf is whole pages: its size is rounded up to the page (a dma-heap does so
+    /// itself; udmabuf refuses any other size with EINVAL).
     pub fn allocate_target(
         &self,
         heap: &str,
         size: u64,
     ) -> Result<(std::os::fd::OwnedFd, HeapInfo)> {
         let heap = self.resolve_heap(Some(heap))?.clone();
+        let size = if heap.is_dmabuf {
+            size.next_multiple_of(page_size())
+        } else {
+            size
+        };
         if !self.fits(&heap, size) {
             return Err(LoadError::msg(
                 ErrorKind::TooLarge,

@@ -24,11 +24,11 @@ use dmabuf_loader_binder::{
     self as binder, borrow_pfd, BinderResult, Interface, ParcelFileDescriptor, Strong,
 };
 
-use crate::admission::Admission;
+use crate::admission::{Admission, Permit};
 use crate::config::ServiceConfig;
 use crate::convert::{filled_to_aidl, heap_to_aidl, request_from_aidl, result_to_aidl};
 use crate::error::OrBinderStatus;
-use crate::task::{self, AsyncLoad, Job, TaskRegistry};
+use crate::task::{self, AsyncLoad, Job, TaskEntry, TaskRegistry};
 
 /// The service state shared by every binder thread.
 pub struct DmabufLoaderService {
@@ -114,6 +114,52 @@ impl DmabufLoaderService {
         self.config.load_timeout.map(|t| Instant::now() + t)
     }
 
+    /// Every check of a load, in the order each entry point takes them: the caller, the
+    /// request and its source (engine `prepare`), a place in the admission budget (the buffer's
+    /// bytes), a task entry (cancel, death). Nothing is allocated or read yet.
+    fn admit(
+        &self,
+        fd: &ParcelFileDescriptor,
+        req: &dmabuf_loader::LoadRequest,
+    ) -> Result<Admitted<dmabuf_loader::Prepared>, LoadError> {
+        let uid = self.check_caller()?;
+        let prepared = self.loader.prepare(borrow_pfd(fd), req)?;
+        let permit = self.admission.try_admit(uid, prepared.buffer_size())?;
+        let entry = self.tasks.register()?;
+        Ok(Admitted {
+            uid,
+            prepared,
+            permit,
+            entry,
+        })
+    }
+
+    /// The same for a load into the caller's buffer: the target and offset are checked by the
+    /// engine too, and the budget counts the range's bytes (the service allocates nothing, but
+    /// the I/O is the same).
+    fn admit_into(
+        &self,
+        fd: &ParcelFileDescriptor,
+        request: &LoadRequest,
+        target: &ParcelFileDescriptor,
+        offset: i64,
+    ) -> Result<Admitted<dmabuf_loader::PreparedInto>, LoadError> {
+        let uid = self.check_caller()?;
+        let req = request_from_aidl(request)?;
+        let offset = target_offset(offset)?;
+        let prepared =
+            self.loader
+                .prepare_into(borrow_pfd(fd), &req, borrow_pfd(target), offset)?;
+        let permit = self.admission.try_admit(uid, prepared.data_len())?;
+        let entry = self.tasks.register()?;
+        Ok(Admitted {
+            uid,
+            prepared,
+            permit,
+            entry,
+        })
+    }
+
     /// A synchronous load on the calling binder thread.
     fn load_sync(
         &self,
@@ -121,10 +167,12 @@ impl DmabufLoaderService {
         req: &dmabuf_loader::LoadRequest,
     ) -> Result<dmabuf_loader::Loaded, LoadError> {
         let entered = Instant::now();
-        let uid = self.check_caller()?;
-        let prepared = self.loader.prepare(borrow_pfd(fd), req)?;
-        let permit = self.admission.try_admit(uid, prepared.buffer_size())?;
-        let entry = self.tasks.register()?;
+        let Admitted {
+            uid,
+            prepared,
+            permit,
+            entry,
+        } = self.admit(fd, req)?;
         let what = describe(uid, &prepared);
         let ctl = LoadControl {
             cancel: entry.cancel.clone(),
@@ -154,6 +202,14 @@ impl DmabufLoaderService {
     }
 }
 
+/// A load that passed every check and holds its place (see `admit`).
+struct Admitted<P> {
+    uid: u32,
+    prepared: P,
+    permit: Permit,
+    entry: TaskEntry,
+}
+
 /// The caller's `targetOffset`, refused when negative.
 fn target_offset(off: i64) -> Result<u64, LoadError> {
     u64::try_from(off).map_err(|_| {
@@ -175,8 +231,7 @@ fn dup_target(target: &ParcelFileDescriptor) -> Result<std::os::fd::OwnedFd, Loa
 }
 
 impl DmabufLoaderService {
-    /// A synchronous load into the caller's buffer, on the calling binder thread. The budget
-    /// counts the range's bytes: the service allocates nothing, but the I/O is the same.
+    /// A synchronous load into the caller's buffer, on the calling binder thread.
     fn load_into_sync(
         &self,
         fd: &ParcelFileDescriptor,
@@ -184,14 +239,12 @@ impl DmabufLoaderService {
         target: &ParcelFileDescriptor,
         offset: i64,
     ) -> Result<LoadResult, LoadError> {
-        let uid = self.check_caller()?;
-        let req = request_from_aidl(request)?;
-        let offset = target_offset(offset)?;
-        let prepared =
-            self.loader
-                .prepare_into(borrow_pfd(fd), &req, borrow_pfd(target), offset)?;
-        let permit = self.admission.try_admit(uid, prepared.data_len())?;
-        let entry = self.tasks.register()?;
+        let Admitted {
+            uid,
+            prepared,
+            permit,
+            entry,
+        } = self.admit_into(fd, request, target, offset)?;
         let ctl = LoadControl {
             cancel: entry.cancel.clone(),
             deadline: self.deadline(),
@@ -256,11 +309,13 @@ impl IDmabufLoader for DmabufLoaderService {
         callback: &Strong<dyn ILoadCallback>,
     ) -> BinderResult<Strong<dyn ILoadTask>> {
         let start = || -> Result<Strong<dyn ILoadTask>, LoadError> {
-            let uid = self.check_caller()?;
             let req = request_from_aidl(request)?;
-            let prepared = self.loader.prepare(borrow_pfd(fd), &req)?;
-            let permit = self.admission.try_admit(uid, prepared.buffer_size())?;
-            let entry = self.tasks.register()?;
+            let Admitted {
+                uid,
+                prepared,
+                permit,
+                entry,
+            } = self.admit(fd, &req)?;
             let what = describe(uid, &prepared);
             task::spawn(AsyncLoad {
                 loader: Arc::clone(&self.loader),
@@ -294,14 +349,13 @@ impl IDmabufLoader for DmabufLoaderService {
         callback: &Strong<dyn ILoadCallback>,
     ) -> BinderResult<Strong<dyn ILoadTask>> {
         let start = || -> Result<Strong<dyn ILoadTask>, LoadError> {
-            let uid = self.check_caller()?;
-            let req = request_from_aidl(request)?;
-            let offset = target_offset(offset)?;
-            let prepared =
-                self.loader
-                    .prepare_into(borrow_pfd(fd), &req, borrow_pfd(target), offset)?;
-            let permit = self.admission.try_admit(uid, prepared.data_len())?;
-            let entry = self.tasks.register()?;
+            let Admitted {
+                uid,
+                prepared,
+                permit,
+                entry,
+            } = self.admit_into(fd, request, target, offset)?;
+            // (`offset` passed admit_into: not negative.)
             let what = format!(
                 "uid {uid}: {} bytes into the caller's {} buffer at {offset}",
                 prepared.data_len(),

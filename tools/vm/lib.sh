@@ -19,18 +19,20 @@ KERNEL_SUITE_URI=${VM_KERNEL_SUITE_URI:-http://deb.debian.org/debian-security}
 # in, binderfs): a prebuilt test input next to the repository, never part of it.
 SEED_KERNEL_DIR=${VM_SEED_KERNEL_DIR:-$REPO/../shared/seed-kernel}
 # Modules the guest loads, in addition to their dependencies (resolved from modules.dep).
-GUEST_MODULES=(binder_linux nvme ext4 crc32c_generic loop)
+# vgem (DRM, PRIME import and dumb-buffer export) and vivid (V4L2 capture with
+# V4L2_MEMORY_DMABUF) are the importer check's real drivers (tools/importers).
+GUEST_MODULES=(binder_linux nvme ext4 crc32c_generic loop vgem vivid)
 
 RSBINDER_TOOLS_VERSION=0.12.0
 RSB_ROOT=$CACHE/rsbinder-tools-$RSBINDER_TOOLS_VERSION
 
 # The project's binaries that go into the guest: cargo package -> binary.
-PROJECT_PACKAGES=(dmabuf_loader_service dmabuf_loader_client vts_hal_dmabuf_loader dmabuf_loader_soak)
-PROJECT_BINARIES=(dmabuf-loader-service dmabuf-loader VtsHalDmabufLoaderTargetTest dmabuf-loader-soak)
+PROJECT_PACKAGES=(dmabuf_loader_service dmabuf_loader_client vts_hal_dmabuf_loader dmabuf_loader_soak dmabuf_loader_importers)
+PROJECT_BINARIES=(dmabuf-loader-service dmabuf-loader VtsHalDmabufLoaderTargetTest dmabuf-loader-soak dmabuf-loader-importers)
 # The core engine's integration tests (loader/tests/<target>.rs), copied out of cargo's deps
 # dir into cache/bin under these names: cargo test target -> guest binary.
-CORE_TEST_TARGETS=(load dmabuf_registered)
-CORE_TEST_BINARIES=(dmabuf-loader-core-tests dmabuf-loader-regbuf-tests)
+CORE_TEST_TARGETS=(load into dmabuf_registered)
+CORE_TEST_BINARIES=(dmabuf-loader-core-tests dmabuf-loader-into-tests dmabuf-loader-regbuf-tests)
 
 log() { printf '[vm %s] %s\n' "$(date -u +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

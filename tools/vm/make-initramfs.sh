@@ -40,7 +40,9 @@ for b in "${PROJECT_BINARIES[@]}"; do
     else die "missing $TARGET_DIR/release/$b"; fi
 done
 for t in "${CORE_TEST_BINARIES[@]}"; do
-    if [ -x "$CACHE/bin/$t" ] && [ "$allow_missing" != --allow-missing-project ]; then
+    # Whenever built (test mode builds them; `vm run` scripts may use them, as the project's
+    # binaries above).
+    if [ -x "$CACHE/bin/$t" ]; then
         bins+=("$CACHE/bin/$t")
     fi
 done

@@ -1,5 +1,6 @@
 //! The v2 cases: `loadInto` / `loadIntoAsync`, filling a buffer the client owns. Each runs only
-//! when the instance reports interface version >= 2 and says "skipped: v1 instance" otherwise.
+//! against instances that report interface version >= 2; on a v1 instance the runner reports
+//! them ignored ("skipped: v1 instance"), neither passed nor failed.
 //!
 //! Targets are real buffers of the instance's own heaps: the suite gets one from heap H by
 //! loading a pattern file of the target's size with `load(heapName = H)` (so "every heap as a
@@ -48,15 +49,17 @@ pub fn all() -> Vec<(String, CaseFn)> {
     v
 }
 
-/// `None` when the instance is v1 (the case then passes with a note, as VTS skips).
-fn v2_loader(inst: &Instance) -> Result<Option<(Arc<binder::Connection>, Loader)>> {
+/// The instance's connection. A v1 instance has no loadInto: the runner marks these cases
+/// ignored for it before the run ([`crate::cases::min_version`]); one that still reaches here
+/// (`--include-ignored`) fails, saying why, rather than pass without testing anything.
+fn v2_loader(inst: &Instance) -> Result<(Arc<binder::Connection>, Loader)> {
     let (c, l) = loader(inst)?;
     let v = remote_version(&l)?;
-    if v < 2 {
-        eprintln!("skipped: v1 instance (getInterfaceVersion = {v})");
-        return Ok(None);
-    }
-    Ok(Some((c, l)))
+    ensure!(
+        v >= 2,
+        "skipped: v1 instance (getInterfaceVersion = {v}): it has no loadInto"
+    );
+    Ok((c, l))
 }
 
 /// A buffer of at least `size` bytes from `heap`, with known contents (a pattern file of
@@ -191,9 +194,7 @@ fn load_into(
 }
 
 fn every_heap(inst: &Instance, env: &Env) -> Result<()> {
-    let Some((_c, l)) = v2_loader(inst)? else {
-        return Ok(());
-    };
+    let (_c, l) = v2_loader(inst)?;
     let file = env.pattern_file(3 * MIB + 5, 5)?;
     let all = heaps(&l)?;
     // Where the machine has dma-bufs, a target must be one (the contract of loadInto): a
@@ -226,9 +227,7 @@ fn every_heap(inst: &Instance, env: &Env) -> Result<()> {
 }
 
 fn edges(inst: &Instance, env: &Env) -> Result<()> {
-    let Some((_c, l)) = v2_loader(inst)? else {
-        return Ok(());
-    };
+    let (_c, l) = v2_loader(inst)?;
     let size = 2 * MIB;
     let file = env.pattern_file(3 * MIB, 6)?;
     let def = heaps(&l)?[0].name.clone();
@@ -252,9 +251,7 @@ fn edges(inst: &Instance, env: &Env) -> Result<()> {
 }
 
 fn reuse(inst: &Instance, env: &Env) -> Result<()> {
-    let Some((_c, l)) = v2_loader(inst)? else {
-        return Ok(());
-    };
+    let (_c, l) = v2_loader(inst)?;
     let def = heaps(&l)?[0].name.clone();
     let mut t = target(&l, env, &def, 2 * MIB)?;
     for seed in 10..14u64 {
@@ -271,9 +268,7 @@ fn small_file(env: &Env) -> Result<std::path::PathBuf> {
 }
 
 fn bad_too_small(inst: &Instance, env: &Env) -> Result<()> {
-    let Some((_c, l)) = v2_loader(inst)? else {
-        return Ok(());
-    };
+    let (_c, l) = v2_loader(inst)?;
     let def = heaps(&l)?[0].name.clone();
     let t = target(&l, env, &def, 64 * 1024)?;
     let file = env.pattern_file(t.size + 1, 9)?;
@@ -306,9 +301,7 @@ fn bad_too_small(inst: &Instance, env: &Env) -> Result<()> {
 }
 
 fn bad_negative_offset(inst: &Instance, env: &Env) -> Result<()> {
-    let Some((_c, l)) = v2_loader(inst)? else {
-        return Ok(());
-    };
+    let (_c, l) = v2_loader(inst)?;
     let def = heaps(&l)?[0].name.clone();
     let t = target(&l, env, &def, 64 * 1024)?;
     expect_code(
@@ -324,9 +317,7 @@ fn bad_negative_offset(inst: &Instance, env: &Env) -> Result<()> {
 }
 
 fn bad_regular_file(inst: &Instance, env: &Env) -> Result<()> {
-    let Some((_c, l)) = v2_loader(inst)? else {
-        return Ok(());
-    };
+    let (_c, l) = v2_loader(inst)?;
     let p = env.path("not-a-dmabuf");
     std::fs::write(&p, vec![0u8; 1 << 20])?;
     let rw = os::open_with(&p, OFlag::O_RDWR)?;
@@ -343,9 +334,7 @@ fn bad_regular_file(inst: &Instance, env: &Env) -> Result<()> {
 }
 
 fn bad_pipe(inst: &Instance) -> Result<()> {
-    let Some((_c, l)) = v2_loader(inst)? else {
-        return Ok(());
-    };
+    let (_c, l) = v2_loader(inst)?;
     let (r, w) = nix::unistd::pipe()?;
     let src = tempfile::tempfile()?;
     src.set_len(4096)?;
@@ -359,9 +348,7 @@ fn bad_pipe(inst: &Instance) -> Result<()> {
 }
 
 fn bad_read_only(inst: &Instance, env: &Env) -> Result<()> {
-    let Some((_c, l)) = v2_loader(inst)? else {
-        return Ok(());
-    };
+    let (_c, l) = v2_loader(inst)?;
     // A read-only buffer the service itself hands out (memfd heap, readOnly = true); on
     // machines whose heaps have no read-only buffers, the regular file below opened O_RDONLY.
     let hs = heaps(&l)?;
@@ -392,9 +379,7 @@ fn bad_read_only(inst: &Instance, env: &Env) -> Result<()> {
 }
 
 fn bad_source_itself(inst: &Instance, env: &Env) -> Result<()> {
-    let Some((_c, l)) = v2_loader(inst)? else {
-        return Ok(());
-    };
+    let (_c, l) = v2_loader(inst)?;
     let p = env.path("source-itself");
     std::fs::write(&p, vec![1u8; 8192])?;
     let fd = pfd(os::open_with(&p, OFlag::O_RDWR)?);
@@ -422,9 +407,7 @@ fn bad_source_itself(inst: &Instance, env: &Env) -> Result<()> {
 }
 
 fn bad_heap_name(inst: &Instance, env: &Env) -> Result<()> {
-    let Some((_c, l)) = v2_loader(inst)? else {
-        return Ok(());
-    };
+    let (_c, l) = v2_loader(inst)?;
     let hs = heaps(&l)?;
     let t = target(&l, env, &hs[0].name, 64 * 1024)?;
     let req = LoadRequest {
@@ -520,9 +503,7 @@ fn run_async(
 }
 
 fn async_complete(inst: &Instance, env: &Env) -> Result<()> {
-    let Some((_c, l)) = v2_loader(inst)? else {
-        return Ok(());
-    };
+    let (_c, l) = v2_loader(inst)?;
     let def = heaps(&l)?[0].name.clone();
     let size = 8 * MIB;
     let file = env.pattern_file(size - 3 * 4096, 12)?;
@@ -544,9 +525,7 @@ fn async_complete(inst: &Instance, env: &Env) -> Result<()> {
 }
 
 fn async_cancel(inst: &Instance, env: &Env) -> Result<()> {
-    let Some((_c, l)) = v2_loader(inst)? else {
-        return Ok(());
-    };
+    let (_c, l) = v2_loader(inst)?;
     let def = heaps(&l)?[0].name.clone();
     let size = 64 * MIB;
     let file = env.pattern_file(size - 8192, 1)?;

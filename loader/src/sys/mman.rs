@@ -13,7 +13,8 @@ use nix::sys::mman::{mmap, mmap_anonymous, munmap, MapFlags, MmapAdvise, ProtFla
 ///
 /// A mapping made by [`Mapping::shared_rw_window`] shows only a byte range of the file that
 /// need not start or end on a page: `as_ptr`/`len`/the slices are that window, while the
-/// kernel mapping around it covers whole pages (`head` bytes before it, `tail` after).
+/// kernel mapping around it covers whole pages from the file's start (`head` bytes before
+/// it, `tail` after).
 #[derive(Debug)]
 pub struct Mapping {
     ptr: NonNull<u8>,
@@ -63,9 +64,18 @@ impl Mapping {
         })
     }
 
-    /// Maps the bytes `offset..offset + len` of `fd`, shared and writable: the kernel maps the
-    /// whole pages around them, the returned mapping shows exactly that window. A write
-    /// through it cannot reach a byte of the file outside the window (the slices end there).
+    /// Maps the bytes `offset..offset + len` of `fd`, shared and writable: the returned
+    /// mapping shows exactly that window. A write through it cannot reach a byte of the file
+    /// outside the window (the slices end there).
+    ///
+    /// The kernel mapping starts at file offset 0 (`head` = `offset` bytes before the
+    /// window), never at the window's own page: many dma-buf exporters ignore the page offset
+    /// of an mmap. The DRM GEM helpers (drm_gem_shmem: vgem, virtio-gpu, panfrost, panthor,
+    /// v3d...) and drivers such as msm, etnaviv and lima find the page to map from the fault
+    /// address relative to the start of the VMA ("we don't use vmf->pgoff since that has the
+    /// fake offset"), so a mapping at offset N of their dma-buf shows page 0 at its start:
+    /// the bytes would land N bytes early, outside the range (seen with vgem in the VM rig).
+    /// Mapping from 0 is right for every exporter and costs only address space.
     /// `align` is the file's page size when it is larger than the base page (a hugetlb
     /// memfd maps and unmaps only in whole huge pages). Returns the raw errno on failure, so a
     /// caller can tell EACCES/EPERM (not writable) from ENODEV/EINVAL (the file's driver
@@ -80,13 +90,14 @@ impl Mapping {
         if !page.is_power_of_two() {
             return Err(nix::errno::Errno::EINVAL);
         }
-        let head = (offset % page as u64) as usize;
-        let start = offset - head as u64;
-        let map_len = (head + len).next_multiple_of(page);
+        let head = usize::try_from(offset).map_err(|_| nix::errno::Errno::EOVERFLOW)?;
+        let map_len = head
+            .checked_add(len)
+            .and_then(|end| end.checked_next_multiple_of(page))
+            .ok_or(nix::errno::Errno::EOVERFLOW)?;
         let nz = NonZeroUsize::new(map_len).ok_or(nix::errno::Errno::EINVAL)?;
-        let file_off = i64::try_from(start).map_err(|_| nix::errno::Errno::EOVERFLOW)?;
         // SAFETY: as in `shared_rw`: a fresh mapping at a kernel-chosen address aliases no Rust
-        // object; the kernel checks the page-aligned offset and length against the file.
+        // object; the kernel checks the length against the file.
         let base = unsafe {
             mmap(
                 None,
@@ -94,10 +105,11 @@ impl Mapping {
                 ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
                 MapFlags::MAP_SHARED,
                 fd,
-                file_off,
+                0,
             )
         }?;
-        // SAFETY: `head < page <= map_len`, so the window start lies inside the new mapping.
+        // SAFETY: `head <= head + len <= map_len`, so the window start lies inside the new
+        // mapping (or at its end, for an empty window).
         let ptr = unsafe { NonNull::new_unchecked(base.as_ptr().cast::<u8>().add(head)) };
         Ok(Self {
             ptr,

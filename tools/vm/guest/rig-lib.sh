@@ -56,6 +56,31 @@ nvme_by_serial() {
 service_pid() { cat /run/service.pid 2>/dev/null; }
 service_registered() { rsb_service check "$SERVICE_NAME" >/dev/null 2>&1; }
 # Counts of what a leak would leave behind.
+# bounded SECS CMD...: runs CMD for at most SECS seconds, like `timeout`, but a command that
+# hangs is first shown (the kernel stack and wait channel of each of its threads, and the
+# dma-buf state), so a hang in CI says where it hung; then it is killed. Exit status: CMD's, or
+# 143 after a kill.
+bounded() {
+    local secs=$1 bpid bn bt
+    shift
+    "$@" &
+    bpid=$!
+    bn=0
+    while kill -0 "$bpid" 2>/dev/null && [ "$bn" -lt "$((secs * 5))" ]; do sleep 0.2; bn=$((bn + 1)); done
+    if kill -0 "$bpid" 2>/dev/null; then
+        echo "RIG-HANG $1 still running after ${secs}s; its threads (comm, wchan, kernel stack):"
+        for bt in /proc/$bpid/task/*; do
+            echo "  -- ${bt##*/} $(cat "$bt/comm" 2>/dev/null) wchan=$(cat "$bt/wchan" 2>/dev/null)"
+            sed 's/^/     /' "$bt/stack" 2>/dev/null
+        done
+        grep -E 'objects|unsignalled|token' /sys/kernel/debug/dma_buf/bufinfo 2>/dev/null | sed 's/^/  bufinfo: /'
+        kill -TERM "$bpid" 2>/dev/null; sleep 1; kill -KILL "$bpid" 2>/dev/null
+        wait "$bpid" 2>/dev/null
+        return 143
+    fi
+    wait "$bpid"
+}
+
 fd_count() { ls "/proc/$1/fd" 2>/dev/null | wc -l; }
 # Every dma-buf alive in the system (the kernel's own list ends with "Total N objects, M bytes").
 dmabuf_count() { awk '/^Total [0-9]+ objects/{print $2}' /sys/kernel/debug/dma_buf/bufinfo; }

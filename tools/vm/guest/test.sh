@@ -77,11 +77,44 @@ load_ok udmabuf /data/files/small-4097.bin '.'
 load_ok udmabuf /data/files/empty.bin '^NONE$'
 
 # ---------------------------------------------------------------------------------------------
+# Real importers of the service's dma-bufs and a real non-heap exporter (tools/importers): vgem
+# (DRM PRIME import; a dumb buffer exported as the loadInto target) and vivid (a video capture
+# node streaming into V4L2_MEMORY_DMABUF buffers). Debian's 6.12 builds both as modules (init
+# loads them, so --require); the seed kernel builds neither: the tool says so and skips.
+section importers
+step importers
+imp_req=; [ "$RIG_KERNEL" = stock ] && imp_req=--require
+imp_bufs0=$(dmabuf_count)
+bounded 180 dmabuf-loader-importers --file /data/files/demo-32M.bin $imp_req > /tmp/importers.out 2> /tmp/importers.err
+imp_rc=$?
+sed 's/^/    | /' /tmp/importers.err
+imp_pass=0 imp_fail=0 imp_skip=0
+# (A redirect, not a pipe: the loop must run in this shell to count.)
+while read -r kind name rest; do
+    case "$kind" in
+        PASS) pass "importer-$name" "$rest"; imp_pass=$((imp_pass + 1)) ;;
+        FAIL) fail "importer-$name" "$rest"; imp_fail=$((imp_fail + 1)) ;;
+        INFO) info "importers: $name $rest" ;;
+        SKIP) info "importers: skipped $name: $rest"; imp_skip=$((imp_skip + 1)) ;;
+        *) echo "    | $kind $name $rest" ;;
+    esac
+done < /tmp/importers.out
+dmabufs_back_imp() { [ "$(dmabuf_count)" -le "$imp_bufs0" ]; }
+wait_for 10 dmabufs_back_imp
+imp_bufs1=$(dmabuf_count)
+info "importers: passed=$imp_pass failed=$imp_fail skipped=$imp_skip exit=$imp_rc dma-bufs $imp_bufs0 -> $imp_bufs1"
+if [ "$imp_rc" -ne 0 ] || [ "$imp_fail" -ne 0 ]; then fail importers "exit $imp_rc, $imp_fail failed"
+elif [ "$imp_bufs1" -gt "$imp_bufs0" ]; then fail importers "dma-bufs $imp_bufs0 -> $imp_bufs1 after the importer checks"
+elif [ -n "$imp_req" ] && [ "$imp_pass" -eq 0 ]; then fail importers "no importer check ran on $(uname -r)"
+elif [ "$imp_pass" -eq 0 ]; then pass importers "skipped on $(uname -r): vgem and vivid are not built in this kernel"
+else pass importers "$imp_pass checks passed, no dma-buf left behind"; fi
+
+# ---------------------------------------------------------------------------------------------
 section vts
 step vts
 vts_start=$(now_ms)
 # Bounded: a VTS that waits forever for a missing service must not eat the whole run.
-timeout "$VTS_TIMEOUT_S" $VTS --tmpdir /data/tmp > /tmp/vts.out 2>&1
+bounded "$VTS_TIMEOUT_S" $VTS --tmpdir /data/tmp > /tmp/vts.out 2>&1
 vts_rc=$?
 cat /tmp/vts.out
 vts_ms=$(( $(now_ms) - vts_start ))
@@ -103,7 +136,7 @@ section soak
 step soak
 mkdir -p /data/tmp/soak
 soak_bufs0=$(dmabuf_count)
-timeout 240 dmabuf-loader-soak --pid "$(service_pid)" --ops 800 --clients 16 --dir /data/tmp/soak \
+bounded 240 dmabuf-loader-soak --pid "$(service_pid)" --ops 800 --clients 16 --dir /data/tmp/soak \
     > /tmp/soak.out 2>&1
 soak_rc=$?
 cat /tmp/soak.out
@@ -117,18 +150,24 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 # The core engine's integration tests on this kernel's real dma-heap and udmabuf, scratch files
-# on ext4 over NVMe (so the direct path is real).
+# on ext4 over NVMe (so the direct path is real): loads into new buffers (tests/load.rs), and
+# loadInto targets that are real dma-heap and udmabuf buffers (tests/into.rs).
 section core-tests
-step core-tests
 mkdir -p /data/tmp/core
-DMABUF_LOADER_EXPECT_DMABUF_REGBUF=$EXPECT_REGBUF DMABUF_LOADER_TEST_DIR=/data/tmp/core \
-    timeout 180 dmabuf-loader-core-tests > /tmp/core.out 2>&1
-core_rc=$?
-cat /tmp/core.out
-summary=$(grep -E '^test result:' /tmp/core.out | tail -n1)
-info "core-tests: $(echo "$summary" | sed 's/^test result: //') exit=$core_rc"
-if [ "$core_rc" -eq 0 ] && echo "$summary" | grep -q ' 0 failed'; then pass core-tests "$summary"
-else fail core-tests "exit $core_rc: ${summary:-no libtest summary}"; fi
+# core_test STEP BINARY: one test binary, its libtest summary in a RIG-INFO line.
+core_test() {
+    step "$1"
+    bounded 180 env DMABUF_LOADER_EXPECT_DMABUF_REGBUF=$EXPECT_REGBUF DMABUF_LOADER_TEST_DIR=/data/tmp/core \
+        "$2" > "/tmp/$1.out" 2>&1
+    core_rc=$?
+    cat "/tmp/$1.out"
+    summary=$(grep -E '^test result:' "/tmp/$1.out" | tail -n1)
+    info "$1: $(echo "$summary" | sed 's/^test result: //') exit=$core_rc"
+    if [ "$core_rc" -eq 0 ] && echo "$summary" | grep -q ' 0 failed'; then pass "$1" "$summary"
+    else fail "$1" "exit $core_rc: ${summary:-no libtest summary}"; fi
+}
+core_test core-tests dmabuf-loader-core-tests
+core_test core-into-tests dmabuf-loader-into-tests
 
 # ---------------------------------------------------------------------------------------------
 # DMABUF_REGISTERED: the probe, then the dma-buf itself registered with io_uring for a raw NVMe
@@ -170,7 +209,7 @@ kernel_held_after_eio() {
 ignored=" $(dmabuf-loader-regbuf-tests --list --ignored 2>/dev/null | sed -n 's/: test$//p' | tr '\n' ' ') "
 for t in $(dmabuf-loader-regbuf-tests --list 2>/dev/null | sed -n 's/: test$//p'); do
     case "$ignored" in *" $t "*) continue ;; esac
-    timeout 120 dmabuf-loader-regbuf-tests --exact "$t" --test-threads=1 --nocapture > /tmp/regbuf1.out 2>&1
+    bounded 120 dmabuf-loader-regbuf-tests --exact "$t" --test-threads=1 --nocapture > /tmp/regbuf1.out 2>&1
     rc1=$?
     cat /tmp/regbuf1.out >> /tmp/regbuf.out
     if [ "$rc1" -eq 0 ] && grep -q '^test result: ok. 1 passed' /tmp/regbuf1.out; then
