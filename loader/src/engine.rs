@@ -291,6 +291,17 @@ fn choose_path(
     }
 }
 
+/// Why DMABUF_REGISTERED does not apply to this load, `None` when it does (for a caller's
+/// own reason text: `target.rs`).
+pub(crate) fn dmabuf_registered_refusal(
+    config: &Config,
+    caps: &Capabilities,
+    buffer: &Buffer,
+    src: &Source,
+) -> Option<String> {
+    dmabuf_registered::applies(config, caps, buffer, src).err()
+}
+
 fn next_path(p: IoPath) -> IoPath {
     match p {
         IoPath::DirectRegistered | IoPath::DmabufRegistered => IoPath::Direct,

@@ -435,14 +435,17 @@ pub(crate) fn run(
             let mut map = Arc::new(map);
             let (path, reason) =
                 engine::fill(config, caps, &source, &dest, &mut map, &mut progress)?;
-            // On a kernel with the uAPI the engine's reason says why DMABUF_REGISTERED did
-            // not run; elsewhere it is the kernel.
-            let reason = if caps.io_uring_dmabuf_regbuf {
+            // Step 1 of the chain says why it did not run, whatever path ran after it.
+            let reason = if path == IoPath::DmabufRegistered {
                 reason
-            } else {
+            } else if !caps.io_uring_dmabuf_regbuf {
                 format!(
                     "DMABUF_REGISTERED: the kernel has no io_uring dma-buf registration; {reason}"
                 )
+            } else {
+                let why = engine::dmabuf_registered_refusal(config, caps, &dest, &source)
+                    .unwrap_or_else(|| "tried, refused as follows".into());
+                format!("DMABUF_REGISTERED: {why}; {reason}")
             };
             let map = Arc::into_inner(map).expect("no reader holds the mapping after fill");
             let size_now = source::current_size(source.fd.as_fd(), source.is_block_device)?;
