@@ -246,6 +246,12 @@ pub struct Config {
     pub max_load_bytes: u64,
     /// Accept block devices as sources (off by default: they expose raw storage).
     pub allow_block_devices: bool,
+    /// Whole NVMe namespaces (device node paths, e.g. a dedicated `/dev/block/by-name/...`)
+    /// from which the loader may read a regular file's blocks directly, behind the file
+    /// system, for DMABUF_REGISTERED (the extent route; `docs/dmabuf-registered.md`). Empty
+    /// (the default): never. The loader opens such a namespace itself, so it must hold
+    /// nothing a client may not read through its own files (never userdata).
+    pub file_extent_devices: Vec<std::path::PathBuf>,
     /// Heaps that may be used; `None` = every source found.
     pub allowed_heaps: Option<Vec<String>>,
     /// Directory of dma-heaps (tests point it elsewhere).
@@ -302,6 +308,7 @@ impl Default for Config {
         Self {
             max_load_bytes: 16 << 30,
             allow_block_devices: false,
+            file_extent_devices: Vec::new(),
             allowed_heaps: None,
             dma_heap_dir: "/dev/dma_heap".into(),
             udmabuf_path: "/dev/udmabuf".into(),

@@ -8,7 +8,8 @@
 //!    buffer, mapped writable. memfd pages are not allocated here: a helper
 //!    thread faults them in ahead of the reads while the I/O runs ([`Populator`]).
 //! 2. **Choose the I/O path** ([`choose_path`]): the dma-buf itself registered with io_uring
-//!    for the device ([`dmabuf_registered`], kernels with the dma-buf read/write series), O_DIRECT
+//!    for the device ([`dmabuf_registered`], kernels with the dma-buf read/write series; for
+//!    a regular file through its extents on the namespace, [`file_extents`]), O_DIRECT
 //!    into registered pages, O_DIRECT unregistered, io_uring buffered, plain pread. Each refusal by the kernel moves one
 //!    step down the chain, and `Loaded::io_path_reason` records why.
 //! 3. **Read** ([`direct`], [`buffered_uring`], [`buffered_sync`]); the io_uring loop itself
@@ -19,7 +20,7 @@
 //!    buffer into the fd handed out (udmabuf wrap, read-only seal). Any error before the end
 //!    drops the buffer: nothing is returned, nothing leaks.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -39,6 +40,7 @@ use crate::sys::{cachestat, statx};
 use crate::uring::{self, LoopError};
 
 pub(crate) mod dmabuf_registered;
+pub(crate) mod file_extents;
 
 /// Reads in flight for the direct path. `dmabuf-loader-bench --sweep` on the dev host (virtio
 /// disk, ext4, 2 vCPUs, 1 GiB cold, 1 MiB reads): QD 8 1.75, QD 16 1.61, QD 32 1.87, QD 64
@@ -258,7 +260,7 @@ fn choose_path(
             "io_uring unavailable on this kernel".into(),
         );
     }
-    if dmabuf_registered::applies(caps, buffer, src).is_ok() {
+    if dmabuf_registered::applies(config, caps, buffer, src).is_ok() {
         return (
             IoPath::DmabufRegistered,
             "the dma-buf registered with io_uring for the device: it DMAs straight into the buffer"
@@ -289,6 +291,17 @@ fn choose_path(
     }
 }
 
+/// Why DMABUF_REGISTERED does not apply to this load, `None` when it does (for a caller's
+/// own reason text: `target.rs`).
+pub(crate) fn dmabuf_registered_refusal(
+    config: &Config,
+    caps: &Capabilities,
+    buffer: &Buffer,
+    src: &Source,
+) -> Option<String> {
+    dmabuf_registered::applies(config, caps, buffer, src).err()
+}
+
 fn next_path(p: IoPath) -> IoPath {
     match p {
         IoPath::DirectRegistered | IoPath::DmabufRegistered => IoPath::Direct,
@@ -310,7 +323,7 @@ pub(crate) fn fill(
     let cached = cached_fraction(config, caps, src);
     let (mut path, mut reason) = choose_path(config, caps, buffer, src, cached);
     if caps.io_uring_dmabuf_regbuf && path != IoPath::DmabufRegistered {
-        if let Err(why) = dmabuf_registered::applies(caps, buffer, src) {
+        if let Err(why) = dmabuf_registered::applies(config, caps, buffer, src) {
             reason = format!("{reason} (DmabufRegistered not used: {why})");
         }
     }
@@ -406,6 +419,11 @@ struct Done {
     bounce_fd: Option<(OwnedFd, u64, u64)>,
     /// Remainders of short direct reads, finished with pread on the source fd.
     leftovers: Vec<uring::Leftover>,
+    /// File ranges that read as zeros (holes, unwritten extents: the extent route).
+    zero: Vec<(u64, u64)>,
+    /// Bytes already read (the extent route's head and tail, read inside its checks), by
+    /// file offset.
+    copies: Vec<(u64, Vec<u8>)>,
 }
 
 enum Attempt {
@@ -575,6 +593,7 @@ fn direct(
         bounce,
         bounce_fd: Some((dfd, oa, ma)),
         leftovers: out.leftovers,
+        ..Default::default()
     })
 }
 
@@ -662,7 +681,56 @@ fn pread_full(src: &Source, buf: &mut [u8], file_off: u64) -> Result<usize> {
     Ok(got)
 }
 
-/// Head/tail through an aligned bounce on the O_DIRECT fd, and short-read remainders.
+/// Reads the unaligned file range `[start, end)` through an aligned bounce on the O_DIRECT
+/// fd `dfd` (offsets aligned to `oa`, memory to `ma`); exactly `end - start` bytes, or
+/// FileChanged when the file ends first.
+pub(crate) fn read_unaligned(
+    src: &Source,
+    dfd: BorrowedFd<'_>,
+    oa: u64,
+    ma: u64,
+    start: u64,
+    end: u64,
+) -> Result<Vec<u8>> {
+    let a0 = start / oa * oa;
+    let a1 = end.next_multiple_of(oa);
+    let blen = (a1 - a0) as usize;
+    let mut bounce = Mapping::anonymous(blen.next_multiple_of(4096).max(ma as usize))
+        .map_err(|e| LoadError::new(ErrorKind::Internal, e))?;
+    let buf = &mut bounce.as_mut_slice()[..blen];
+    let mut got = 0usize;
+    while got < blen {
+        match nix::sys::uio::pread(dfd, &mut buf[got..], (a0 + got as u64) as i64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(Errno::EINTR) | Err(Errno::EAGAIN) => continue,
+            Err(e) => {
+                return Err(LoadError::msg(
+                    ErrorKind::Io,
+                    format!("O_DIRECT pread {} at {a0}: {e}", src.path),
+                ))
+            }
+        }
+        if got % oa as usize != 0 {
+            break; // short (EOF) read; cannot continue unaligned
+        }
+    }
+    let need = (end - a0) as usize;
+    if got < need {
+        return Err(LoadError::msg(
+            ErrorKind::FileChanged,
+            format!(
+                "{} ended at {}, before the range end {end}: truncated during the load",
+                src.path,
+                a0 + got as u64
+            ),
+        ));
+    }
+    Ok(buf[(start - a0) as usize..need].to_vec())
+}
+
+/// Head/tail through an aligned bounce on the O_DIRECT fd, short-read remainders, and the
+/// extent route's zero ranges and already-read pieces.
 fn finish_pieces(
     src: &Source,
     map: &mut Mapping,
@@ -671,46 +739,19 @@ fn finish_pieces(
 ) -> Result<()> {
     if let Some((dfd, oa, ma)) = &done.bounce_fd {
         for &(start, end) in &done.bounce {
-            let a0 = start / oa * oa;
-            let a1 = end.next_multiple_of(*oa);
-            let blen = (a1 - a0) as usize;
-            let bounce = Mapping::anonymous(blen.next_multiple_of(4096).max(*ma as usize))
-                .map_err(|e| LoadError::new(ErrorKind::Internal, e))?;
-            let mut bounce = bounce;
-            let buf = &mut bounce.as_mut_slice()[..blen];
-            let mut got = 0usize;
-            while got < blen {
-                match nix::sys::uio::pread(dfd, &mut buf[got..], (a0 + got as u64) as i64) {
-                    Ok(0) => break,
-                    Ok(n) => got += n,
-                    Err(Errno::EINTR) | Err(Errno::EAGAIN) => continue,
-                    Err(e) => {
-                        return Err(LoadError::msg(
-                            ErrorKind::Io,
-                            format!("O_DIRECT pread {} at {a0}: {e}", src.path),
-                        ))
-                    }
-                }
-                if got % *oa as usize != 0 {
-                    break; // short (EOF) read; cannot continue unaligned
-                }
-            }
-            let need = (end - a0) as usize;
-            if got < need {
-                return Err(LoadError::msg(
-                    ErrorKind::FileChanged,
-                    format!(
-                        "{} ended at {}, before the range end {end}: truncated during the load",
-                        src.path,
-                        a0 + got as u64
-                    ),
-                ));
-            }
-            let from = (start - a0) as usize;
+            let bytes = read_unaligned(src, dfd.as_fd(), *oa, *ma, start, end)?;
             let to = (start - src.offset) as usize;
-            map.as_mut_slice()[to..to + (end - start) as usize].copy_from_slice(&buf[from..need]);
+            map.as_mut_slice()[to..to + bytes.len()].copy_from_slice(&bytes);
             progress.add(end - start)?;
         }
+    }
+    for &(start, end) in &done.zero {
+        let to = (start - src.offset) as usize;
+        map.as_mut_slice()[to..to + (end - start) as usize].fill(0);
+    }
+    for (start, bytes) in &done.copies {
+        let to = (start - src.offset) as usize;
+        map.as_mut_slice()[to..to + bytes.len()].copy_from_slice(bytes);
     }
     for l in &done.leftovers {
         let got = pread_full(
@@ -758,7 +799,7 @@ impl<'c, 'a> Progress<'c, 'a> {
         Ok(())
     }
 
-    fn add(&mut self, n: u64) -> Result<()> {
+    pub(crate) fn add(&mut self, n: u64) -> Result<()> {
         self.done += n;
         if self.done > self.reported {
             self.reported = self.done.min(self.total);

@@ -23,10 +23,15 @@
 //! The paths, best first; [`Filled::io_path_reason`](crate::Filled) says which ran and why the
 //! ones before it did not apply:
 //! 1. **DMABUF_REGISTERED**: the target dma-buf registered with io_uring for the source and
-//!    filled by READ_FIXED, DMA straight into the client's buffer whatever the exporter. Needs
-//!    the out-of-tree io_uring dmabuf series (`Capabilities::io_uring_dmabuf_regbuf`) and a raw
-//!    NVMe block-device source opened O_DIRECT (issue 13); this build has no such reader yet,
-//!    so the step only records why it was skipped.
+//!    filled by READ_FIXED, DMA straight into the client's buffer whatever the exporter
+//!    (`engine/dmabuf_registered.rs`). io_uring registers the *whole* target dma-buf (so the
+//!    1 GiB limit applies to it, not to the range) and every read lands at the target offset
+//!    plus its place in the range. Needs the io_uring dma-buf series
+//!    (`Capabilities::io_uring_dmabuf_regbuf`) and a source the kernel takes: a raw NVMe
+//!    block device, or a regular file whose blocks the extent route may read
+//!    (`engine/file_extents.rs`, `Config::file_extent_devices`). The registration is per
+//!    call: gone, with our dup of the target fd, when the call returns (the kernel drops its
+//!    last reference asynchronously, moments later).
 //! 2. **O_DIRECT into the target's mapping** where its pages take it: a memfd's shmem or
 //!    hugetlb pages (the engine's DIRECT_REGISTERED/DIRECT paths, on a window mapping).
 //! 3. **The CPU mapping**: mmap of the dma-buf between DMA_BUF_IOCTL_SYNC start and end, and
@@ -310,12 +315,14 @@ pub(crate) fn validate(
                 ))
             }
             Err(e) => {
-                // Registration would not need the mapping (see `registration_refused`); this
-                // build has no registered reader, so a refused mmap ends here.
-                let why = registration_refused(source, kind).unwrap_or_default();
+                // DMABUF_REGISTERED itself would not need the mapping, but the unaligned
+                // head/tail, the zeros of holes and every fallback path write through it.
                 return Err(refuse(
                     TargetError::Unmappable,
-                    format!("the exporter {exporter:?} refused mmap ({e}); io_uring registration: {why}"),
+                    format!(
+                        "the exporter {exporter:?} refused mmap ({e}); the loader needs the \
+                         mapping for unaligned bytes, holes and every path but DMABUF_REGISTERED"
+                    ),
                 ));
             }
         }
@@ -329,21 +336,6 @@ pub(crate) fn validate(
         len,
         page_size,
         map,
-    })
-}
-
-/// Why step 1 of the chain (DMABUF_REGISTERED, the series of issue 13) does not run for this
-/// source and target; `None` would mean it applies. Checked in the order a reader learns
-/// them: the kernel, the source, the target, this build.
-fn registration_refused(source: &Source, kind: BufferKind) -> Option<String> {
-    Some(if kind == BufferKind::Memfd {
-        "the target is a memfd, not a dma-buf".into()
-    } else if !source.is_block_device {
-        "the source is a regular file; the io_uring dmabuf series registers a dma-buf only \
-         for a raw NVMe block device opened O_DIRECT"
-            .into()
-    } else {
-        "this build has no DMABUF_REGISTERED reader (issue 13)".into()
     })
 }
 
@@ -410,12 +402,6 @@ pub(crate) fn run(
     let started = Instant::now();
     let mut progress = Progress::new(ctl, source.len);
     progress.check()?;
-    let skipped = if !caps.io_uring_dmabuf_regbuf {
-        "DMABUF_REGISTERED: the kernel has no io_uring dma-buf registration".to_string()
-    } else {
-        let why = registration_refused(&source, target.kind).unwrap_or_default();
-        format!("DMABUF_REGISTERED: {why}")
-    };
     let (io_path, io_path_reason, checksum) = match target.map.take() {
         None => (
             IoPath::None,
@@ -444,10 +430,23 @@ pub(crate) fn run(
                 target.fd.try_clone().map_err(|e| {
                     LoadError::new(ErrorKind::Internal, anyhow!("dup of the target: {e}"))
                 })?,
+                target.is_dmabuf().then_some((target.offset, target.size)),
             );
             let mut map = Arc::new(map);
             let (path, reason) =
                 engine::fill(config, caps, &source, &dest, &mut map, &mut progress)?;
+            // Step 1 of the chain says why it did not run, whatever path ran after it.
+            let reason = if path == IoPath::DmabufRegistered {
+                reason
+            } else if !caps.io_uring_dmabuf_regbuf {
+                format!(
+                    "DMABUF_REGISTERED: the kernel has no io_uring dma-buf registration; {reason}"
+                )
+            } else {
+                let why = engine::dmabuf_registered_refusal(config, caps, &dest, &source)
+                    .unwrap_or_else(|| "tried, refused as follows".into());
+                format!("DMABUF_REGISTERED: {why}; {reason}")
+            };
             let map = Arc::into_inner(map).expect("no reader holds the mapping after fill");
             let size_now = source::current_size(source.fd.as_fd(), source.is_block_device)?;
             if size_now < source.end() {
@@ -479,7 +478,7 @@ pub(crate) fn run(
         exporter: target.exporter.clone(),
         kind: target.kind,
         io_path,
-        io_path_reason: format!("{skipped}; {io_path_reason}"),
+        io_path_reason,
         page_size: target.page_size,
         total_time: started.elapsed(),
         checksum,

@@ -15,6 +15,10 @@
 //! allowed_heaps = ["system", "udmabuf"]   # UNKNOWN_HEAP for any other
 //! allowed_uids = [1047, 1000]    # PERMISSION_DENIED for any other caller
 //! load_timeout_ms = 60000        # TIMED_OUT past it (default 600000; 0 = no deadline)
+//! # NVMe namespaces whose blocks the service may read directly for files on them
+//! # (DMABUF_REGISTERED's extent route, docs/dmabuf-registered.md). Default: none. Only a
+//! # namespace dedicated to what clients may read anyway, never one holding userdata.
+//! file_extent_devices = ["/dev/block/by-name/models"]
 //! ```
 //! The keys are the same everywhere, sizes take suffixes everywhere ([`dmabuf_loader::size`]);
 //! a flag given on the command line wins over the same key in the file or property.
@@ -47,6 +51,9 @@ pub struct ServiceConfig {
     pub allowed_uids: Option<Vec<u32>>,
     /// Deadline of one load, from the moment it starts running.
     pub load_timeout: Option<Duration>,
+    /// NVMe namespaces the engine may read files' blocks from directly (the extent route of
+    /// DMABUF_REGISTERED); empty = never.
+    pub file_extent_devices: Vec<PathBuf>,
 }
 
 impl ServiceConfig {
@@ -64,6 +71,7 @@ impl ServiceConfig {
             allowed_heaps: None,
             allowed_uids: None,
             load_timeout: Some(DEFAULT_LOAD_TIMEOUT),
+            file_extent_devices: Vec::new(),
         }
     }
 
@@ -88,6 +96,12 @@ impl ServiceConfig {
         }
         if self.allowed_uids.as_ref().is_some_and(|u| u.is_empty()) {
             bail!("allowed_uids is empty: no caller could use the service");
+        }
+        if let Some(p) = self.file_extent_devices.iter().find(|p| !p.is_absolute()) {
+            bail!(
+                "file_extent_devices: {} is not an absolute device path",
+                p.display()
+            );
         }
         Ok(())
     }
@@ -118,6 +132,12 @@ pub struct ConfigOverrides {
     /// (default 600000, i.e. 10 minutes; 0 = no deadline).
     #[arg(long)]
     pub load_timeout_ms: Option<u64>,
+    /// Comma-separated NVMe namespace device nodes (whole namespaces) from which the
+    /// service may read a regular file's blocks directly, for DMABUF_REGISTERED's extent
+    /// route (default: none). Only namespaces that hold nothing a client could not read
+    /// through its own files: never userdata.
+    #[arg(long, value_delimiter = ',')]
+    pub file_extent_devices: Option<Vec<PathBuf>>,
 }
 
 impl ConfigOverrides {
@@ -176,6 +196,15 @@ impl ConfigOverrides {
             allowed_heaps: parsed(lookup("allowed_heaps")?, |s| list(s, |h| Ok(h.to_string())))?,
             allowed_uids: parsed(lookup("allowed_uids")?, |s| list(s, number))?,
             load_timeout_ms: parsed(lookup("load_timeout_ms")?, number)?,
+            file_extent_devices: parsed(lookup("file_extent_devices")?, |s| {
+                list(s, |p| {
+                    if p.starts_with('/') {
+                        Ok(PathBuf::from(p))
+                    } else {
+                        Err(format!("{p:?} is not an absolute device path"))
+                    }
+                })
+            })?,
         })
     }
 
@@ -188,6 +217,7 @@ impl ConfigOverrides {
             allowed_heaps: self.allowed_heaps.or(under.allowed_heaps),
             allowed_uids: self.allowed_uids.or(under.allowed_uids),
             load_timeout_ms: self.load_timeout_ms.or(under.load_timeout_ms),
+            file_extent_devices: self.file_extent_devices.or(under.file_extent_devices),
         }
     }
 
@@ -214,6 +244,7 @@ impl ConfigOverrides {
                 Some(0) => None,
                 Some(ms) => Some(Duration::from_millis(ms)),
             },
+            file_extent_devices: self.file_extent_devices.unwrap_or_default(),
         };
         c.validate()?;
         Ok(c)
@@ -289,7 +320,7 @@ mod tests {
             &p,
             "max_load_bytes = \"1G\"\nmax_bytes_in_flight = 3221225472\n\
              max_concurrent_loads = 2\nallowed_heaps = [\"memfd\"]\nallowed_uids = [0, 1000]\n\
-             load_timeout_ms = 500\n",
+             load_timeout_ms = 500\nfile_extent_devices = [\"/dev/nvme1n1\"]\n",
         )
         .unwrap();
         let flags = ConfigOverrides {
@@ -303,6 +334,13 @@ mod tests {
         assert_eq!(c.allowed_heaps, Some(vec!["memfd".to_string()]));
         assert_eq!(c.allowed_uids, Some(vec![0, 1000]));
         assert_eq!(c.load_timeout, Some(Duration::from_millis(500)));
+        assert_eq!(c.file_extent_devices, vec![PathBuf::from("/dev/nvme1n1")]);
+        // Off by default.
+        assert!(ConfigOverrides::default()
+            .resolve()
+            .unwrap()
+            .file_extent_devices
+            .is_empty());
     }
 
     #[test]
@@ -313,6 +351,10 @@ mod tests {
             ("allowed_heaps", "system, udmabuf"),
             ("allowed_uids", "1047,1000"),
             ("load_timeout_ms", "0"),
+            (
+                "file_extent_devices",
+                "/dev/block/by-name/models, /dev/nvme1n1",
+            ),
         ];
         let lookup = |key: &str| {
             Ok(props
@@ -329,7 +371,26 @@ mod tests {
             Some(vec!["system".to_string(), "udmabuf".to_string()])
         );
         assert_eq!(o.allowed_uids, Some(vec![1047, 1000]));
+        assert_eq!(
+            o.file_extent_devices,
+            Some(vec![
+                PathBuf::from("/dev/block/by-name/models"),
+                PathBuf::from("/dev/nvme1n1")
+            ])
+        );
         assert_eq!(o.resolve().unwrap().load_timeout, None);
+        let relative = |key: &str| {
+            Ok((key == "file_extent_devices").then(|| {
+                (
+                    "ro.vendor.dmabufloader.file_extent_devices".into(),
+                    "nvme0n1".into(),
+                )
+            }))
+        };
+        let err = ConfigOverrides::from_lookup(relative)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("absolute"), "{err}");
 
         let bad = |key: &str| {
             Ok((key == "allowed_uids").then(|| {

@@ -63,6 +63,7 @@ impl DmabufLoaderService {
         let engine_config = dmabuf_loader::Config {
             max_load_bytes: config.max_load_bytes,
             allowed_heaps: config.allowed_heaps.clone(),
+            file_extent_devices: config.file_extent_devices.clone(),
             ..Default::default()
         };
         let loader = Loader::new(engine_config).context("starting the loader engine")?;

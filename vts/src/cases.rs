@@ -383,16 +383,20 @@ fn check_result(
         ),
         _ => {}
     }
-    let direct = [
-        IoPath::DIRECT,
-        IoPath::DIRECT_REGISTERED,
-        IoPath::DMABUF_REGISTERED,
-    ];
+    // O_DIRECT into the heap's pages needs directIo; DMABUF_REGISTERED does not (the device
+    // DMAs into the dma-buf through its io_uring registration, PFNMAP pages or not), but it
+    // needs a real dma-buf.
+    let direct = [IoPath::DIRECT, IoPath::DIRECT_REGISTERED];
     ensure!(
         heap.directIo || !direct.contains(&r.ioPath),
         "heap {:?} says directIo=false, yet the load reports ioPath {:?}",
         heap.name,
         r.ioPath
+    );
+    ensure!(
+        heap.isDmaBuf || r.ioPath != IoPath::DMABUF_REGISTERED,
+        "heap {:?} says isDmaBuf=false, yet the load reports ioPath DMABUF_REGISTERED",
+        heap.name
     );
     verify_fd_contents(binder::fd(buf), want_size, file, offset, data)
         .with_context(|| format!("contents of a buffer from heap {:?}", heap.name))?;

@@ -78,6 +78,9 @@ pub struct Buffer {
     fd: OwnedFd,
     /// The udmabuf made before the reads ([`Buffer::dmabuf_now`]), handed out by `finish`.
     early_dmabuf: OnceLock<OwnedFd>,
+    /// A client's dma-buf target: where the range starts in it and the whole dma-buf's size
+    /// (io_uring registers the whole dma-buf; the reads land at that offset).
+    window: Option<(u64, u64)>,
 }
 
 fn alloc_err(e: anyhow::Error) -> LoadError {
@@ -131,6 +134,7 @@ impl Buffer {
                 pages_note: None,
                 fd,
                 early_dmabuf: OnceLock::new(),
+                window: None,
             };
             return Ok((buffer, map));
         }
@@ -149,6 +153,7 @@ impl Buffer {
                         pages_note,
                         fd,
                         early_dmabuf: OnceLock::new(),
+                        window: None,
                     };
                     return Ok((buffer, map));
                 }
@@ -183,15 +188,24 @@ impl Buffer {
                 pages_note,
                 fd,
                 early_dmabuf: OnceLock::new(),
+                window: None,
             },
             map,
         ))
     }
 
     /// A client's buffer (a load-into target, see `target.rs`) as the engine's destination:
-    /// `heap.kind` is `Memfd` (shmem pages: O_DIRECT, populate-ahead) or `DmaBuf` (a dma-buf
-    /// mapping: CPU copy only), `fd` our dup of it. Never `finish`ed: the client keeps it.
-    pub(crate) fn client_target(heap: HeapInfo, size: u64, fd: OwnedFd) -> Buffer {
+    /// `heap.kind` is `Memfd` (shmem pages: O_DIRECT, populate-ahead) or `DmaBuf` (a dma-buf:
+    /// io_uring registration where the kernel has it, else CPU copy into its mapping), `fd`
+    /// our dup of it, `size` the range's length. For a dma-buf, `window` is where the range
+    /// starts in it and the whole dma-buf's size. Never `finish`ed: the client keeps it, and
+    /// our dup closes with this value when the call returns.
+    pub(crate) fn client_target(
+        heap: HeapInfo,
+        size: u64,
+        fd: OwnedFd,
+        window: Option<(u64, u64)>,
+    ) -> Buffer {
         Buffer {
             heap,
             size,
@@ -199,6 +213,7 @@ impl Buffer {
             pages_note: None,
             fd,
             early_dmabuf: OnceLock::new(),
+            window,
         }
     }
 
@@ -220,6 +235,7 @@ impl Buffer {
             pages_note: None,
             fd,
             early_dmabuf: OnceLock::new(),
+            window: None,
         })
     }
 
@@ -269,8 +285,9 @@ impl Buffer {
     /// here instead of letting the reads fault them in). `None` for a memfd: not a dma-buf.
     pub fn dmabuf_now(&self, config: &Config) -> Result<Option<BorrowedFd<'_>>> {
         match self.heap.kind {
-            // A client's dma-buf target is not registered yet (see target.rs).
-            BufferKind::Memfd | BufferKind::DmaBuf => Ok(None),
+            BufferKind::Memfd => Ok(None),
+            // A client's dma-buf target: our dup of its fd.
+            BufferKind::DmaBuf => Ok(self.window.map(|_| self.fd.as_fd())),
             BufferKind::DmaHeap => Ok(Some(self.fd.as_fd())),
             BufferKind::Udmabuf => {
                 if self.early_dmabuf.get().is_none() {
@@ -281,6 +298,13 @@ impl Buffer {
                 Ok(self.early_dmabuf.get().map(|d| d.as_fd()))
             }
         }
+    }
+
+    /// What io_uring registers for this buffer: the byte offset in the dma-buf where the
+    /// range lands and the whole dma-buf's size (0 and the buffer's size for a buffer the
+    /// loader allocated; a client's target registers whole, the range at its offset).
+    pub fn dmabuf_window(&self) -> (u64, u64) {
+        self.window.unwrap_or((0, self.size))
     }
 
     /// DMA_BUF_IOCTL_SYNC around CPU writes into a dma-heap buffer (no-op for memfds; a

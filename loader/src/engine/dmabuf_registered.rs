@@ -12,9 +12,14 @@
 //! by `Config::allow_block_devices`). A regular file is tried as the target itself (its
 //! O_DIRECT reopen: the kernel then maps the file's blocks, nothing here has to): the series
 //! says file targets may come, v3 refuses them with EOPNOTSUPP, which is recorded in the
-//! reason and remembered per file system so later loads skip the attempt. Every refusal (registration errno, a first read refused)
-//! steps down to the path the buffer would otherwise take, with the errno in
-//! `io_path_reason`: BUFFERED for a dma-heap, DIRECT_REGISTERED for a udmabuf.
+//! reason and remembered per file system so later loads skip the attempt. Then, where
+//! `Config::file_extent_devices` names the NVMe namespace under the file's ext4, the file's
+//! blocks are read from the namespace, handed out only when provably the file's
+//! ([`super::file_extents`], the extent route). Every refusal (registration errno, a first
+//! read refused, a check of the extent route) steps down to the path the buffer would
+//! otherwise take, with the reason in `io_path_reason`: BUFFERED for a dma-heap or a client's
+//! dma-buf, DIRECT_REGISTERED for a udmabuf. A client's dma-buf target (`loadInto`) is
+//! registered whole, the reads landing at its target offset ([`Buffer::dmabuf_window`]).
 //!
 //! The reads themselves ([`fill`]) take any dma-buf fd and any target, so a caller with its
 //! own dma-buf (a client-provided buffer) uses the same registration.
@@ -25,7 +30,7 @@ use std::sync::Mutex;
 
 use nix::errno::Errno;
 
-use super::{direct_body, Attempt, DirectBody, Done, Progress};
+use super::{direct_body, file_extents, Attempt, Done, Progress};
 use crate::api::{BufferKind, Capabilities, Config, ErrorKind, IoPath, LoadError};
 use crate::buffer::Buffer;
 use crate::source::Source;
@@ -230,40 +235,49 @@ pub(crate) fn fill(
 }
 
 /// Whether this load can start on DMABUF_REGISTERED; `Err` says why not.
-pub(super) fn applies(caps: &Capabilities, buffer: &Buffer, src: &Source) -> Result<(), String> {
+pub(super) fn applies(
+    config: &Config,
+    caps: &Capabilities,
+    buffer: &Buffer,
+    src: &Source,
+) -> Result<(), String> {
     if !caps.io_uring_dmabuf_regbuf {
         return Err("this kernel has no io_uring dma-buf registered buffers".into());
     }
     if !buffer.heap.is_dmabuf {
         return Err(format!("{} is not a dma-buf", buffer.heap.name));
     }
-    if buffer.size > MAX_DMABUF_SIZE {
+    let (_, whole) = buffer.dmabuf_window();
+    if whole > MAX_DMABUF_SIZE {
         return Err(format!(
-            "the buffer ({} bytes) is larger than the 1 GiB io_uring registers as one dma-buf, \
-             and several dma-bufs would not be one buffer",
-            buffer.size
+            "the dma-buf ({whole} bytes) is larger than the 1 GiB io_uring registers as one \
+             dma-buf, and several dma-bufs would not be one buffer",
         ));
     }
-    if !src.is_block_device {
-        if let Some(errno) = file_refusal(src.dev) {
-            return Err(format!(
-                "io_uring refuses dma-buf registration for files on this file system ({}: \
-                 the series takes raw NVMe block devices only)",
-                Errno::from_raw(errno)
-            ));
-        }
-        if buffer.heap.kind == BufferKind::Udmabuf {
-            // Trying would wrap the udmabuf before the reads, pinning every page up front
-            // instead of letting the direct reads fault them in; a dma-heap buffer exists
-            // already, so files are tried (and the answer remembered) with those.
-            return Err(
-                "a regular file into a udmabuf: not tried before a dma-heap load learnt whether \
-                 this file system takes dma-buf targets"
-                    .into(),
-            );
-        }
+    if src.is_block_device {
+        return Ok(());
     }
-    Ok(())
+    // A regular file: the file itself as the target (until the kernel refused one file of
+    // this file system), else its blocks on the namespace (the extent route).
+    let route = file_extents::locate(config, src);
+    match (file_refusal(src.dev), route) {
+        (_, Ok(_)) => Ok(()),
+        (Some(errno), Err(why)) => Err(format!(
+            "io_uring refuses dma-buf registration for files on this file system ({}: the \
+             series takes raw NVMe block devices only), and the file's blocks cannot be read \
+             from the namespace: {why}",
+            Errno::from_raw(errno)
+        )),
+        // Trying the file itself would wrap the udmabuf before the reads, pinning every page
+        // up front instead of letting the direct reads fault them in; a dma-heap buffer
+        // exists already, so files are tried (and the answer remembered) with those.
+        (None, Err(why)) if buffer.heap.kind == BufferKind::Udmabuf => Err(format!(
+            "a regular file into a udmabuf: not tried before a dma-heap load learnt whether \
+             this file system takes dma-buf targets, and the file's blocks cannot be read from \
+             the namespace: {why}"
+        )),
+        (None, Err(_)) => Ok(()),
+    }
 }
 
 /// File systems (by st_dev) whose files io_uring refused as dma-buf targets, and the errno.
@@ -306,7 +320,10 @@ fn explain_register(errno: Option<i32>) -> &'static str {
 }
 
 /// The engine's attempt: the block-aligned body of the range by READ_FIXED into the dma-buf,
-/// the unaligned head/tail left to the bounce in `finish_pieces`.
+/// the unaligned head/tail left to the bounce in `finish_pieces`. A raw block device is the
+/// target itself; a regular file is tried as the target (the kernel maps its blocks), and
+/// when the kernel refuses that, its blocks are read from the namespace under it
+/// ([`file_extents`]) where the configuration allows.
 pub(super) fn attempt(
     config: &Config,
     caps: &Capabilities,
@@ -318,46 +335,100 @@ pub(super) fn attempt(
 ) -> Result<Done, Attempt> {
     let to = fallback_path(buffer);
     let fallback = |why: String| Attempt::Fallback { why, to: Some(to) };
-    applies(caps, buffer, src).map_err(&fallback)?;
+    applies(config, caps, buffer, src).map_err(&fallback)?;
     let dmabuf = buffer
         .dmabuf_now(config)
         .map_err(Attempt::Fatal)?
         .ok_or_else(|| fallback(format!("{} is not a dma-buf", buffer.heap.name)))?;
-    let DirectBody {
-        fd: dfd,
-        offset_align: oa,
-        mem_align: ma,
-        start: body_start,
-        end: body_end,
-    } = direct_body(src).map_err(&fallback)?;
+    let (base, whole) = buffer.dmabuf_window();
+    let body = direct_body(src).map_err(&fallback)?;
+    let (oa, ma) = (body.offset_align, body.mem_align);
     let (off, end) = (src.offset, src.end());
-    if (body_start - off) % ma != 0 {
+    if (base + body.start - off) % ma != 0 {
         return Err(fallback(format!(
             "offset {off} puts the data at a dma-buf offset the device cannot target ({ma}-byte alignment needed)"
         )));
     }
-    let extents = [Extent {
-        buf_off: body_start - off,
-        dev_off: body_start,
-        len: body_end - body_start,
-    }];
-    fill(
-        dmabuf,
-        buffer.size,
-        dfd.as_fd(),
-        &extents,
-        ReadParams {
-            depth,
-            chunk,
-            block: oa,
-        },
-        &mut |n| progress.add(n),
-    )
-    .map_err(|e| match e {
-        FillError::Register(err) => {
-            if !src.is_block_device && err.raw_os_error() == Some(libc::EOPNOTSUPP) {
-                remember_file_refusal(src.dev, libc::EOPNOTSUPP);
+    let params = ReadParams {
+        depth,
+        chunk,
+        block: oa,
+    };
+    let mut note = None;
+    if src.is_block_device || file_refusal(src.dev).is_none() {
+        let extents = [Extent {
+            buf_off: base + body.start - off,
+            dev_off: body.start,
+            len: body.end - body.start,
+        }];
+        match fill(dmabuf, whole, body.fd.as_fd(), &extents, params, &mut |n| {
+            progress.add(n)
+        }) {
+            Ok(()) => {
+                let mut bounce = Vec::new();
+                if off < body.start {
+                    bounce.push((off, body.start));
+                }
+                if body.end < end {
+                    bounce.push((body.end, end));
+                }
+                return Ok(Done {
+                    path: IoPath::DmabufRegistered,
+                    note: None,
+                    bounce,
+                    bounce_fd: Some((body.fd, oa, ma)),
+                    ..Default::default()
+                });
             }
+            Err(FillError::Register(err))
+                if !src.is_block_device && err.raw_os_error() == Some(libc::EOPNOTSUPP) =>
+            {
+                remember_file_refusal(src.dev, libc::EOPNOTSUPP);
+                let why = format!(
+                    "io_uring refused to register the {} dma-buf for {} (EOPNOTSUPP: {})",
+                    buffer.heap.name,
+                    src.path,
+                    explain_register(Some(libc::EOPNOTSUPP))
+                );
+                match file_extents::locate(config, src) {
+                    Ok(_) => note = Some(why),
+                    Err(no) => {
+                        return Err(fallback(format!(
+                            "{why}; the file's blocks cannot be read from the namespace: {no}"
+                        )))
+                    }
+                }
+            }
+            Err(e) => return Err(fill_error(e, src, buffer, &fallback)),
+        }
+    }
+    let ns = file_extents::locate(config, src).map_err(&fallback)?;
+    file_extents::attempt(
+        &ns,
+        src,
+        body,
+        &file_extents::Dest {
+            dmabuf,
+            base,
+            whole,
+            heap: &buffer.heap.name,
+            fallback: to,
+        },
+        params,
+        note,
+        progress,
+    )
+}
+
+/// What a failed [`fill`] on the source itself means for the load.
+fn fill_error(
+    e: FillError,
+    src: &Source,
+    buffer: &Buffer,
+    fallback: &dyn Fn(String) -> Attempt,
+) -> Attempt {
+    match e {
+        FillError::Register(err) => {
             let what = match err.raw_os_error() {
                 Some(e) => Errno::from_raw(e).to_string(),
                 None => err.to_string(),
@@ -379,25 +450,12 @@ pub(super) fn attempt(
         FillError::Eof { dev_off } => Attempt::Fatal(LoadError::msg(
             ErrorKind::FileChanged,
             format!(
-                "{} ended at {dev_off}, before the range end {end}: shrank during the load",
-                src.path
+                "{} ended at {dev_off}, before the range end {}: shrank during the load",
+                src.path,
+                src.end()
             ),
         )),
         FillError::Stopped(e) => Attempt::Fatal(e),
         FillError::Ring(e) => fallback(format!("io_uring failed: {e}")),
-    })?;
-    let mut bounce = Vec::new();
-    if off < body_start {
-        bounce.push((off, body_start));
     }
-    if body_end < end {
-        bounce.push((body_end, end));
-    }
-    Ok(Done {
-        path: IoPath::DmabufRegistered,
-        note: None,
-        bounce,
-        bounce_fd: Some((dfd, oa, ma)),
-        leftovers: Vec::new(),
-    })
 }

@@ -24,12 +24,12 @@
 
 use std::io;
 use std::mem::{offset_of, size_of};
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
-use io_uring::{opcode, types, IoUring};
+use io_uring::{opcode, types};
 use nix::errno::Errno;
 
-use super::ring::{new_ring, Completion};
+use super::ring::{new_ring, Completion, Ring};
 
 pub const IORING_REGISTER_BUFFERS_UPDATE: u32 = 16;
 /// `enum io_uring_rsrc_reg_flags`: `data` points to `struct io_uring_regbuf_desc[nr]`.
@@ -79,7 +79,7 @@ const _: () = assert!(offset_of!(RegbufDesc, resv) == 32);
 
 /// One extended buffer update of `slot` on `ring`: the kernel's return value (descriptors
 /// processed) or its errno.
-fn update_extended(ring: &IoUring, slot: u32, desc: &RegbufDesc) -> Result<i64, Errno> {
+fn update_extended(ring: RawFd, slot: u32, desc: &RegbufDesc) -> Result<i64, Errno> {
     let up = RsrcUpdate2 {
         offset: slot,
         flags: IORING_RSRC_UPDATE_EXTENDED,
@@ -93,7 +93,7 @@ fn update_extended(ring: &IoUring, slot: u32, desc: &RegbufDesc) -> Result<i64, 
     let r = unsafe {
         libc::syscall(
             libc::SYS_io_uring_register,
-            ring.as_raw_fd(),
+            ring,
             IORING_REGISTER_BUFFERS_UPDATE,
             &up as *const RsrcUpdate2,
             size_of::<RsrcUpdate2>() as libc::c_uint,
@@ -132,7 +132,7 @@ pub fn probe() -> io::Result<Probe> {
         kind: IO_REGBUF_TYPE_EMPTY,
         ..RegbufDesc::default()
     };
-    match update_extended(&ring, 0, &empty) {
+    match update_extended(ring.as_raw_fd(), 0, &empty) {
         Ok(1) => {}
         Err(Errno::EINVAL) => {
             return no(
@@ -149,7 +149,7 @@ pub fn probe() -> io::Result<Probe> {
         target_fd: -1,
         ..Default::default()
     };
-    match update_extended(&ring, 0, &bad) {
+    match update_extended(ring.as_raw_fd(), 0, &bad) {
         Err(Errno::EBADF) => Ok(Probe {
             available: true,
             detail: "extended buffer update accepted; a DMABUF descriptor with fd -1 failed with EBADF".into(),
@@ -163,7 +163,7 @@ pub fn probe() -> io::Result<Probe> {
         )),
         Ok(n) => {
             // Registered something for fd -1: not the series' behaviour. Clear the slot.
-            let _ = update_extended(&ring, 0, &empty);
+            let _ = update_extended(ring.as_raw_fd(), 0, &empty);
             no(format!(
                 "a DMABUF descriptor with fd -1 was accepted ({n}): not the uAPI this loader knows"
             ))
@@ -174,12 +174,11 @@ pub fn probe() -> io::Result<Probe> {
 /// A ring with one dma-buf registered (slot 0) for one target file, issuing READ_FIXED on
 /// that file into byte offsets of the dma-buf.
 pub struct DmabufRing {
-    ring: IoUring,
+    ring: Ring,
     /// Our dup of the target: the same open file the registration names (requests on another
     /// open of the device fail with EBADF).
     target: OwnedFd,
     size: u64,
-    in_flight: usize,
 }
 
 impl DmabufRing {
@@ -195,7 +194,7 @@ impl DmabufRing {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
         let target = target.try_clone_to_owned()?;
-        let ring = new_ring(entries)?;
+        let ring = Ring::new(entries)?;
         ring.submitter().register_buffers_sparse(1)?;
         let desc = RegbufDesc {
             kind: IO_REGBUF_TYPE_DMABUF,
@@ -203,13 +202,8 @@ impl DmabufRing {
             target_fd: target.as_raw_fd(),
             ..Default::default()
         };
-        match update_extended(&ring, 0, &desc) {
-            Ok(1) => Ok(Self {
-                ring,
-                target,
-                size,
-                in_flight: 0,
-            }),
+        match update_extended(ring.as_raw_fd(), 0, &desc) {
+            Ok(1) => Ok(Self { ring, target, size }),
             Ok(n) => Err(io::Error::other(format!(
                 "dma-buf registration processed {n} descriptors, not 1"
             ))),
@@ -218,7 +212,7 @@ impl DmabufRing {
     }
 
     pub fn in_flight(&self) -> usize {
-        self.in_flight
+        self.ring.in_flight()
     }
 
     /// Queues a READ_FIXED of `len` bytes at `file_off` of the target into `[buf_off,
@@ -245,43 +239,31 @@ impl DmabufRing {
         )
         .offset(file_off)
         .build()
-        .user_data(user_data);
-        loop {
-            // SAFETY: for a dma-buf registered buffer `addr` is an offset into the dma-buf,
-            // not a pointer: the kernel never dereferences it in our address space, it checks
-            // the range against the dma-buf (bounds checked above too) and DMAs into pages the
-            // registration keeps referenced. The target fd is ours until `Drop`, which waits
-            // for every read in flight first.
-            if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
-                self.in_flight += 1;
-                return Ok(());
-            }
-            self.ring.submit()?;
-        }
+        .user_data(user_data)
+        // Always issued from an io-wq worker (blocking, never IOCB_NOWAIT). v3 takes a
+        // reference on the dma-buf's map at import and overwrites it when an inline issue
+        // comes back -EAGAIN (e.g. the NVMe queue's tags are all busy) and the request is
+        // imported again from io-wq: the first reference is never dropped, the token's fence
+        // is never signalled, and every DMA_BUF_IOCTL_SYNC on the buffer then blocks forever
+        // (seen in the VM rig for any load with more reads than fit in flight). Issued
+        // async, a request is imported exactly once.
+        .flags(io_uring::squeue::Flags::ASYNC);
+        // SAFETY: for a dma-buf registered buffer `addr` is an offset into the dma-buf, not a
+        // pointer: the kernel never dereferences it in our address space, it checks the range
+        // against the dma-buf (bounds checked above too) and DMAs into pages the registration
+        // keeps referenced. The target fd is ours until `Drop`, which waits for every read in
+        // flight first.
+        unsafe { self.ring.push(&sqe) }
     }
 
     /// Submits what is queued and waits until at least `want` completions are ready.
     pub fn submit_and_wait(&mut self, want: usize) -> io::Result<()> {
-        loop {
-            match self.ring.submit_and_wait(want.min(self.in_flight)) {
-                Ok(_) => return Ok(()),
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EBUSY)) => {
-                    continue
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        self.ring.submit_and_wait(want)
     }
 
     /// Moves every ready completion into `out`.
     pub fn reap(&mut self, out: &mut Vec<Completion>) {
-        for cqe in self.ring.completion() {
-            self.in_flight -= 1;
-            out.push(Completion {
-                user_data: cqe.user_data(),
-                result: cqe.result(),
-            });
-        }
+        self.ring.reap(out)
     }
 }
 
@@ -290,17 +272,11 @@ impl Drop for DmabufRing {
     /// clears the table, which drops the registration's references on the dma-buf and the
     /// target (the kernel finishes that release asynchronously); the ring closes last.
     fn drop(&mut self) {
-        let mut sink = Vec::new();
-        while self.in_flight > 0 {
-            if let Err(e) = self.submit_and_wait(1) {
-                log::error!(
-                    "io_uring wait failed with {} dma-buf reads in flight: {e}",
-                    self.in_flight
-                );
-                break;
-            }
-            sink.clear();
-            self.reap(&mut sink);
+        if let Err(e) = self.ring.wait_idle() {
+            log::error!(
+                "io_uring wait failed with {} dma-buf reads in flight: {e}",
+                self.ring.in_flight()
+            );
         }
         if let Err(e) = self.ring.submitter().unregister_buffers() {
             log::warn!("unregistering the dma-buf buffer: {e}");

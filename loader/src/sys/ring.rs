@@ -1,4 +1,7 @@
-//! A safe io_uring wrapper for one job: positional reads into memory the ring OWNS.
+//! A safe io_uring wrapper for one job: positional reads into memory the ring OWNS
+//! ([`ReadRing`]), on the bookkeeping every ring of the crate shares ([`Ring`]: push with a
+//! submit when the SQ is full, submit-and-wait, reap, wait until idle; the dma-buf ring of
+//! `regbuf.rs` uses it too).
 //!
 //! Soundness: the kernel writes into the target memory until each read completes, so the
 //! ring holds a reference (`Arc`) to the [`Mapping`] and drops it only in [`ReadRing::finish`],
@@ -9,10 +12,10 @@
 
 use std::io;
 use std::ops::Range;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 
-use io_uring::{opcode, types, IoUring};
+use io_uring::{opcode, squeue, types, IoUring, Submitter};
 
 use super::mman::Mapping;
 
@@ -23,11 +26,95 @@ pub struct Completion {
     pub result: i32,
 }
 
-pub struct ReadRing {
+/// A ring and the count of its requests in flight.
+pub struct Ring {
     ring: IoUring,
+    in_flight: usize,
+}
+
+impl Ring {
+    /// A ring (see [`new_ring`]) with room for `entries` requests in flight; the CQ is
+    /// twice the SQ by default, so completions never overflow.
+    pub fn new(entries: u32) -> io::Result<Self> {
+        Ok(Self {
+            ring: new_ring(entries)?,
+            in_flight: 0,
+        })
+    }
+
+    pub fn submitter(&self) -> Submitter<'_> {
+        self.ring.submitter()
+    }
+
+    /// Number of requests pushed and not yet reaped.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Queues `sqe`, submitting first if the SQ is full.
+    ///
+    /// # Safety
+    /// Everything `sqe` makes the kernel read or write (memory, a registered buffer slot, the
+    /// fd) must stay valid until its completion is reaped: the owner waits for that
+    /// ([`Ring::wait_idle`]) before it releases any of it.
+    pub unsafe fn push(&mut self, sqe: &squeue::Entry) -> io::Result<()> {
+        loop {
+            // SAFETY: the caller's contract above.
+            if unsafe { self.ring.submission().push(sqe) }.is_ok() {
+                self.in_flight += 1;
+                return Ok(());
+            }
+            self.ring.submit()?;
+        }
+    }
+
+    /// Submits what is queued and waits until at least `want` completions are ready.
+    pub fn submit_and_wait(&mut self, want: usize) -> io::Result<()> {
+        loop {
+            match self.ring.submit_and_wait(want.min(self.in_flight)) {
+                Ok(_) => return Ok(()),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EBUSY)) => {
+                    continue
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Moves every ready completion into `out`.
+    pub fn reap(&mut self, out: &mut Vec<Completion>) {
+        for cqe in self.ring.completion() {
+            self.in_flight -= 1;
+            out.push(Completion {
+                user_data: cqe.user_data(),
+                result: cqe.result(),
+            });
+        }
+    }
+
+    /// Waits until no request is in flight. `Err` (cannot happen with a live ring) leaves
+    /// requests in flight: the caller must then never release what they use.
+    pub fn wait_idle(&mut self) -> io::Result<()> {
+        let mut sink = Vec::new();
+        while self.in_flight > 0 {
+            self.submit_and_wait(1)?;
+            sink.clear();
+            self.reap(&mut sink);
+        }
+        Ok(())
+    }
+}
+
+impl AsRawFd for Ring {
+    fn as_raw_fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
+    }
+}
+
+pub struct ReadRing {
+    ring: Ring,
     mem: Option<Arc<Mapping>>,
     slots: Vec<Option<Range<usize>>>,
-    in_flight: usize,
     force_async: bool,
 }
 
@@ -50,13 +137,10 @@ pub fn new_ring(entries: u32) -> io::Result<IoUring> {
 impl ReadRing {
     /// A ring with room for `entries` reads in flight, reading into `mem`.
     pub fn new(entries: u32, mem: Arc<Mapping>) -> io::Result<Self> {
-        // The CQ is twice the SQ by default, so completions never overflow.
-        let ring = new_ring(entries)?;
         Ok(Self {
-            ring,
+            ring: Ring::new(entries)?,
             mem: Some(mem),
             slots: Vec::new(),
-            in_flight: 0,
             force_async: false,
         })
     }
@@ -73,7 +157,7 @@ impl ReadRing {
 
     /// Number of reads submitted and not yet reaped.
     pub fn in_flight(&self) -> usize {
-        self.in_flight
+        self.ring.in_flight()
     }
 
     /// Creates an empty (sparse) table of `n` fixed-buffer slots (5.13+).
@@ -141,56 +225,30 @@ impl ReadRing {
         } else {
             sqe
         };
-        loop {
-            // SAFETY: the target range is inside the mapping we own (checked above) and stays
-            // mapped until the read completes (`finish`/`Drop` wait for it); the fd is
-            // borrowed for this call and the kernel takes its own reference when it issues.
-            if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
-                self.in_flight += 1;
-                return Ok(());
-            }
-            self.ring.submit()?;
-        }
+        // SAFETY: the target range is inside the mapping we own (checked above) and stays
+        // mapped until the read completes (`finish`/`Drop` wait for it); the fd is borrowed
+        // for this call and the kernel takes its own reference when it issues.
+        unsafe { self.ring.push(&sqe) }
     }
 
     /// Submits what is queued and waits until at least `want` completions are ready.
     pub fn submit_and_wait(&mut self, want: usize) -> io::Result<()> {
-        loop {
-            match self.ring.submit_and_wait(want.min(self.in_flight)) {
-                Ok(_) => return Ok(()),
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EBUSY)) => {
-                    continue
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        self.ring.submit_and_wait(want)
     }
 
     /// Moves every ready completion into `out`.
     pub fn reap(&mut self, out: &mut Vec<Completion>) {
-        for cqe in self.ring.completion() {
-            self.in_flight -= 1;
-            out.push(Completion {
-                user_data: cqe.user_data(),
-                result: cqe.result(),
-            });
-        }
+        self.ring.reap(out)
     }
 
     fn wait_idle(&mut self) {
-        let mut sink = Vec::new();
-        while self.in_flight > 0 {
-            if let Err(e) = self.submit_and_wait(1) {
-                // Cannot happen with a live ring; the mapping must then never be released.
-                log::error!(
-                    "io_uring wait failed with {} reads in flight: {e}",
-                    self.in_flight
-                );
-                std::mem::forget(self.mem.take());
-                return;
-            }
-            sink.clear();
-            self.reap(&mut sink);
+        if let Err(e) = self.ring.wait_idle() {
+            // Cannot happen with a live ring; the mapping must then never be released.
+            log::error!(
+                "io_uring wait failed with {} reads in flight: {e}",
+                self.ring.in_flight()
+            );
+            std::mem::forget(self.mem.take());
         }
     }
 

@@ -63,8 +63,15 @@ load_ok() {
     if echo "$path" | grep -qE "$want"; then pass "$name" "path $path"
     else fail "$name" "expected path ~ /$want/, got '$path'"; fi
 }
-load_ok system /data/files/demo-32M.bin '^BUFFERED$'
-load_ok udmabuf /data/files/demo-32M.bin '^DIRECT'
+# /data's namespace is on the service's file_extent_devices: on the seed kernel files there take
+# DMABUF_REGISTERED (the extent route), on 6.12 the system heap copies and udmabuf reads direct.
+if [ "$EXPECT_REGBUF" = 1 ]; then
+    load_ok system /data/files/demo-32M.bin '^DMABUF_REGISTERED$'
+    load_ok udmabuf /data/files/demo-32M.bin '^DMABUF_REGISTERED$'
+else
+    load_ok system /data/files/demo-32M.bin '^BUFFERED$'
+    load_ok udmabuf /data/files/demo-32M.bin '^DIRECT'
+fi
 load_ok system /data/files/small-4097.bin '^BUFFERED'
 load_ok udmabuf /data/files/small-4097.bin '.'
 load_ok udmabuf /data/files/empty.bin '^NONE$'
@@ -182,7 +189,8 @@ step regbuf-tests
 # is asynchronous in the kernel: it may take a moment), so a leak names its test.
 export DMABUF_LOADER_EXPECT_DMABUF_REGBUF=$EXPECT_REGBUF DMABUF_LOADER_TEST_NVME=$raw_dev \
     DMABUF_LOADER_TEST_OTHER_BLKDEV=$loop_dev DMABUF_LOADER_TEST_EIO_NVME=$eio_dev \
-    DMABUF_LOADER_TEST_EIO_SECTOR=$EIO_SECTOR DMABUF_LOADER_TEST_DIR=/data/tmp/core
+    DMABUF_LOADER_TEST_EIO_SECTOR=$EIO_SECTOR DMABUF_LOADER_TEST_DIR=/data/tmp/core \
+    DMABUF_LOADER_TEST_EXTENT_DEVICE=$(findfs LABEL=rigdata)
 : > /tmp/regbuf.out
 regbuf_rc=0 regbuf_pass=0 regbuf_fail=0 leaks= kernel_held=
 bufs0=$(dmabuf_count)
@@ -216,7 +224,8 @@ for t in $(dmabuf-loader-regbuf-tests --list 2>/dev/null | sed -n 's/: test$//p'
     fi
 done
 unset DMABUF_LOADER_EXPECT_DMABUF_REGBUF DMABUF_LOADER_TEST_NVME DMABUF_LOADER_TEST_OTHER_BLKDEV \
-    DMABUF_LOADER_TEST_EIO_NVME DMABUF_LOADER_TEST_EIO_SECTOR DMABUF_LOADER_TEST_DIR
+    DMABUF_LOADER_TEST_EIO_NVME DMABUF_LOADER_TEST_EIO_SECTOR DMABUF_LOADER_TEST_DIR \
+    DMABUF_LOADER_TEST_EXTENT_DEVICE
 cat /tmp/regbuf.out
 # libtest prints a test's first output line after its name: match anywhere in the line.
 grep -oE '(system|udmabuf) [0-9]+\+[0-9]+: .*' /tmp/regbuf.out | sed 's/^/RIG-INFO regbuf load: /'
@@ -235,8 +244,53 @@ if [ "$EXPECT_REGBUF" = 1 ] && [ "$n_sys" -gt 0 ] && [ "$n_udma" -gt 0 ]; then
 elif [ "$EXPECT_REGBUF" = 0 ] && [ "$n_reg" -eq 0 ] && grep -qE '(^| )system [0-9]+\+[0-9]+: Buffered' /tmp/regbuf.out; then
     pass regbuf-path-taken "no DMABUF_REGISTERED on a stock kernel: the raw loads fell back and verified"
 else fail regbuf-path-taken "system=$n_sys udmabuf=$n_udma DMABUF_REGISTERED loads (expect_regbuf=$EXPECT_REGBUF)"; fi
+step regbuf-file-extents
+# Regular files on /data through the extent route (seed) or every fallback (6.12).
+grep -oE '(system|udmabuf) file [0-9]+\+[0-9]+: .*' /tmp/regbuf.out | sed 's/^/RIG-INFO regbuf file load: /'
+f_sys=$(grep -cE '(^| )system file [0-9]+\+[0-9]+: DmabufRegistered' /tmp/regbuf.out)
+f_udma=$(grep -cE '(^| )udmabuf file [0-9]+\+[0-9]+: DmabufRegistered' /tmp/regbuf.out)
+f_all=$(grep -cE '(^| )(system|udmabuf) file [0-9]+\+[0-9]+: ' /tmp/regbuf.out)
+if [ "$EXPECT_REGBUF" = 1 ] && [ "$f_sys" -gt 0 ] && [ "$f_udma" -gt 0 ] && [ "$f_sys" -eq "$((f_all - f_udma))" ]; then
+    pass regbuf-file-extents "$f_sys system-heap and $f_udma udmabuf file loads read their extents from the namespace and verified"
+elif [ "$EXPECT_REGBUF" = 0 ] && [ "$f_all" -gt 0 ] && [ "$((f_sys + f_udma))" -eq 0 ]; then
+    pass regbuf-file-extents "no extent route on a stock kernel: $f_all file loads fell back and verified"
+else fail regbuf-file-extents "system=$f_sys udmabuf=$f_udma of $f_all file loads took DMABUF_REGISTERED (expect_regbuf=$EXPECT_REGBUF)"; fi
 [ -n "$loop_dev" ] && losetup -d "$loop_dev"
 rm -f /data/tmp/loop.img
+
+# A file truncated and rewritten while the service loads it (through the extent route on the seed
+# kernel): the load fails (FILE_CHANGED, or INVALID_RANGE when it started on the short file) or
+# hands out exactly one version, by the service's own XXH3 of the buffer. Rounds start the
+# rewrite at different moments of the load. The stock kernel's paths have no change
+# detection: there the outcome is reported, not checked.
+step rewrite-during-load
+rw=/data/tmp/rw.bin
+head -c $((48 << 20)) /dev/urandom > /data/tmp/rwA.bin
+head -c $((48 << 20)) /dev/urandom > /data/tmp/rwB.bin
+sync
+xxh_of() { client xxh load "$1" --heap system --checksum --verify --json > /dev/null && json_field checksum_xxh3; }
+sum_a=$(xxh_of /data/tmp/rwA.bin) sum_b=$(xxh_of /data/tmp/rwB.bin)
+n_changed=0 n_a=0 n_b=0 n_bad=0 n_short=0 paths=
+for delay in 0 0.05 0.1 0.2 0.3 0.5; do
+    cp /data/tmp/rwA.bin "$rw"; sync; sleep 0.1
+    ( sleep "$delay"; : > "$rw"; cat /data/tmp/rwB.bin >> "$rw" ) &
+    wpid=$!
+    $CLIENT load "$rw" --heap system --length $((48 << 20)) --checksum --json > "$OUT" 2>&1
+    lrc=$?
+    wait "$wpid"
+    got=$(json_field checksum_xxh3) path=$(json_field io_path)
+    if [ "$lrc" -ne 0 ] && grep -q 'FILE_CHANGED' "$OUT"; then n_changed=$((n_changed + 1)); paths="$paths $delay:FILE_CHANGED"
+    elif [ "$lrc" -ne 0 ] && grep -q 'INVALID_RANGE' "$OUT"; then n_short=$((n_short + 1)); paths="$paths $delay:INVALID_RANGE"
+    elif [ "$lrc" -eq 0 ] && [ "$got" = "$sum_a" ]; then n_a=$((n_a + 1)); paths="$paths $delay:old($path)"
+    elif [ "$lrc" -eq 0 ] && [ "$got" = "$sum_b" ]; then n_b=$((n_b + 1)); paths="$paths $delay:new($path)"
+    else n_bad=$((n_bad + 1)); paths="$paths $delay:BAD($path,exit=$lrc)"; sed 's/^/    | /' "$OUT"; fi
+done
+rm -f "$rw" /data/tmp/rwA.bin /data/tmp/rwB.bin
+info "rewrite-during-load: file_changed=$n_changed short_at_start=$n_short old=$n_a new=$n_b mixed_or_failed=$n_bad;$paths"
+if [ -z "$sum_a" ] || [ -z "$sum_b" ]; then fail rewrite-during-load "no reference checksums"
+elif [ "$n_bad" -eq 0 ]; then pass rewrite-during-load "every round: FILE_CHANGED, INVALID_RANGE or exactly one version"
+elif [ "$EXPECT_REGBUF" = 0 ]; then pass rewrite-during-load "stock kernel (no change detection on its paths): $n_bad rounds mixed or failed, reported only"
+else fail rewrite-during-load "$n_bad rounds handed out neither version"; fi
 
 # ---------------------------------------------------------------------------------------------
 section eio
