@@ -124,14 +124,8 @@ impl DmabufLoaderService {
     ) -> Result<Admitted<dmabuf_loader::Prepared>, LoadError> {
         let uid = self.check_caller()?;
         let prepared = self.loader.prepare(borrow_pfd(fd), req)?;
-        let permit = self.admission.try_admit(uid, prepared.buffer_size())?;
-        let entry = self.tasks.register()?;
-        Ok(Admitted {
-            uid,
-            prepared,
-            permit,
-            entry,
-        })
+        let bytes = prepared.buffer_size();
+        self.hold(uid, prepared, bytes)
     }
 
     /// The same for a load into the caller's buffer: the target and offset are checked by the
@@ -150,7 +144,14 @@ impl DmabufLoaderService {
         let prepared =
             self.loader
                 .prepare_into(borrow_pfd(fd), &req, borrow_pfd(target), offset)?;
-        let permit = self.admission.try_admit(uid, prepared.data_len())?;
+        let bytes = prepared.data_len();
+        self.hold(uid, prepared, bytes)
+    }
+
+    /// The last two steps of `admit`/`admit_into`: `bytes` of the admission budget, then a
+    /// task entry.
+    fn hold<P>(&self, uid: u32, prepared: P, bytes: u64) -> Result<Admitted<P>, LoadError> {
+        let permit = self.admission.try_admit(uid, bytes)?;
         let entry = self.tasks.register()?;
         Ok(Admitted {
             uid,
