@@ -597,8 +597,11 @@ fn pin(pid: u32, cpu: usize) -> Result<()> {
         .with_context(|| format!("listing the threads of {pid}"))?;
     for t in tasks {
         let tid: i32 = t?.file_name().to_string_lossy().parse().unwrap_or(0);
-        sched_setaffinity(Pid::from_raw(tid), &set)
-            .with_context(|| format!("pinning thread {tid} of {pid}"))?;
+        match sched_setaffinity(Pid::from_raw(tid), &set) {
+            // The thread ended between the listing and now (a finished load's worker).
+            Err(nix::errno::Errno::ESRCH) => {}
+            r => r.with_context(|| format!("pinning thread {tid} of {pid}"))?,
+        }
     }
     Ok(())
 }
