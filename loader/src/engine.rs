@@ -16,7 +16,8 @@
 //!    is in `uring.rs`. Progress, cancellation and the deadline are handled between
 //!    completions ([`Progress`]).
 //! 4. **Finish**: unaligned head/tail bytes through a small aligned bounce, check the file
-//!    did not shrink meanwhile, checksum, DMA_BUF_IOCTL_SYNC end, unmap, and turn the
+//!    is the version the reads began on (`Source::check_unchanged`: a file changed or
+//!    truncated meanwhile is FILE_CHANGED, never a mix of two versions), checksum, DMA_BUF_IOCTL_SYNC end, unmap, and turn the
 //!    buffer into the fd handed out (udmabuf wrap, read-only seal). Any error before the end
 //!    drops the buffer: nothing is returned, nothing leaks.
 
@@ -33,7 +34,7 @@ use crate::api::*;
 use crate::buffer::pages::PagePlan;
 use crate::buffer::Buffer;
 use crate::loader::Prepared;
-use crate::source::{self, Source};
+use crate::source::Source;
 use crate::sys::mman::Mapping;
 use crate::sys::ring::ReadRing;
 use crate::sys::{cachestat, statx};
@@ -105,32 +106,19 @@ pub(crate) fn run(
     buffer.cpu_write_sync(false)?;
     let alloc_time = t.elapsed();
 
-    // 2 + 3. Fill.
+    // 2 + 3. Fill, between the two stamps of the change detection (S1, S2).
     let mut map = Arc::new(map);
     let (io_path, io_path_reason) = if p.source.len == 0 {
         (IoPath::None, "empty range: nothing to read".to_string())
     } else {
-        fill(config, caps, &p.source, &buffer, &mut map, &mut progress)?
+        let s1 = p.source.version_before_reads()?;
+        let filled = fill(config, caps, &p.source, &buffer, &mut map, &mut progress)?;
+        // 4. Finish: the file is the version the reads started on (O_DIRECT and io_uring
+        // paths can also stop short silently at a truncation), or nothing is handed out.
+        p.source.check_unchanged(s1.as_ref())?;
+        filled
     };
     let map = Arc::into_inner(map).expect("no reader holds the mapping after fill");
-
-    // 4. Finish. (A pread loop that returned every byte needs no size check: a shrink would
-    // have ended it with FileChanged; O_DIRECT and io_uring paths can stop short silently.)
-    let size_now = if io_path == IoPath::BufferedSync {
-        p.source.end()
-    } else {
-        source::current_size(p.source.fd.as_fd(), p.source.is_block_device)?
-    };
-    if size_now < p.source.end() {
-        return Err(LoadError::msg(
-            ErrorKind::FileChanged,
-            format!(
-                "{} shrank to {size_now} bytes during the load (range ends at {})",
-                p.source.path,
-                p.source.end()
-            ),
-        ));
-    }
     let checksum = match p.req.checksum {
         ChecksumType::None => None,
         ChecksumType::Xxh3_64 => {
@@ -187,8 +175,7 @@ fn small_unmapped(config: &Config, p: &Prepared) -> bool {
 /// The small-load path, all of it: one pread into a heap buffer, one pwrite into a fresh
 /// memfd (no mapping, no page fault, no munmap), checksum from the copy we hold, finish.
 /// 13 syscalls per 4 KiB load before (validate, memfd, mmap, pread, fstat, munmap, ...),
-/// 10 with this path; see tools/bench/README.md. No post-load size check is needed: the
-/// pread either returned every byte of the range or failed with FileChanged.
+/// 10 with this path (12 with the change detection's two fstats); see tools/bench/README.md.
 fn small(
     config: &Config,
     p: Prepared,
@@ -199,7 +186,9 @@ fn small(
     let buffer = Buffer::allocate_unmapped(&p.heap, p.buffer_size, &p.name)?;
     let alloc_time = t.elapsed();
     let mut data = vec![0u8; p.source.len as usize];
+    let s1 = p.source.version_before_reads()?;
     pread_full(&p.source, &mut data, p.source.offset)?;
+    p.source.check_unchanged(s1.as_ref())?;
     buffer.write_all_at(&data, 0)?;
     progress.add(p.source.len)?;
     let checksum = match p.req.checksum {

@@ -1,7 +1,9 @@
 //! Validation of the untrusted source fd and the requested range, and the source's identity:
 //! where it points (readlink of /proc/self/fd), reopening it with or without O_DIRECT, and
 //! the same-inode check on every reopen. No other module of the engine opens /proc/self/fd
-//! for a source.
+//! for a source. Also the change detection every load of a regular file gets
+//! ([`Source::version_before_reads`], [`Source::check_unchanged`]): a file changed while it
+//! was read fails the load with FILE_CHANGED instead of handing out a mix of two versions.
 //!
 //! Cheap by design: fcntl(F_GETFL), fstat, (BLKGETSIZE64 for allowed block devices), a
 //! readlink and a dup. Nothing here changes the flags of the client's open file description;
@@ -15,9 +17,10 @@ use anyhow::anyhow;
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::stat::{fstat, SFlag};
+use nix::unistd::{lseek, Whence};
 
 use crate::api::{Config, ErrorKind, LoadError, LoadRequest, Result};
-use crate::sys::blkdev;
+use crate::sys::{blkdev, statx};
 
 /// Why a source fd was refused; carried (downcastable) inside [`LoadError::source`], so each
 /// refusal is a distinct typed error even where several share one AIDL [`ErrorKind`].
@@ -147,15 +150,47 @@ fn block_device_size(fd: BorrowedFd<'_>) -> Result<u64> {
     blkdev::size(fd).map_err(|e| LoadError::new(ErrorKind::Io, anyhow!("BLKGETSIZE64: {e}")))
 }
 
-/// Current size of an open source (used again after the load to detect truncation).
-pub fn current_size(fd: BorrowedFd<'_>, is_block_device: bool) -> Result<u64> {
-    if is_block_device {
-        return block_device_size(fd);
-    }
-    let st =
-        fstat(fd.as_raw_fd()).map_err(|e| LoadError::new(ErrorKind::Io, anyhow!("fstat: {e}")))?;
-    Ok(st.st_size as u64)
+/// What identifies one version of a regular file's bytes: every write, truncate,
+/// fallocate or extent move through the file system sets ctime to the current clock tick
+/// (and most change size or mtime too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Version {
+    pub size: i64,
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
+    pub ino: u64,
+    pub dev: u64,
 }
+
+impl Version {
+    pub(crate) fn of(fd: BorrowedFd<'_>) -> std::result::Result<Version, String> {
+        let st = fstat(fd.as_raw_fd()).map_err(|e| format!("fstat: {e}"))?;
+        // time_t and the nanosecond fields are 32 bits on 32-bit targets.
+        #[allow(clippy::unnecessary_cast)]
+        Ok(Version {
+            size: st.st_size as i64,
+            mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
+            ino: st.st_ino as u64,
+            dev: st.st_dev as u64,
+        })
+    }
+}
+
+/// Waits for every operation holding the inode lock exclusively (a write, truncate,
+/// fallocate or EXT4_IOC_MOVE_EXT in progress): SEEK_DATA takes it shared on ext4 and f2fs.
+/// It moves the file position, so `fd` must be a description of our own, never the
+/// client's. ENXIO (no data after `off`) is an answer too.
+pub(crate) fn barrier(fd: BorrowedFd<'_>, off: u64) -> std::result::Result<(), String> {
+    match lseek(fd.as_raw_fd(), off as i64, Whence::SeekData) {
+        Ok(_) | Err(Errno::ENXIO) => Ok(()),
+        Err(e) => Err(format!("lseek(SEEK_DATA): {e}")),
+    }
+}
+
+/// How long [`Source::version_before_reads`] waits for the clock to leave the tick a file
+/// was changed in (a tick is 1-10 ms; longer means the clock was stepped back).
+const TICK_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Opens `/proc/self/fd/N` read-only, with or without O_DIRECT: a NEW open file description
 /// (the client's flags are never touched) of the same inode `id` = (dev, ino), checked.
@@ -184,6 +219,90 @@ fn reopen(fd: &OwnedFd, id: (u64, u64), direct: bool) -> std::result::Result<Own
         return Err(format!("{what} is not the same inode"));
     }
     Ok(new)
+}
+
+impl Source {
+    /// S1 of the change detection, taken right before the first read (`None` for a block
+    /// device: writes to a device node change no stamp of it). A file changed in the current
+    /// clock tick could change again within it and keep its ctime, so S1 waits, at most
+    /// [`TICK_WAIT`], until the clock has moved past the file's ctime (a file written just
+    /// before it is loaded costs one tick). Then a [`barrier`] on a reopen of our own, so
+    /// that a write already in progress (its ctime set when it began) has finished before
+    /// the reads: skipped for small ranges (one short pread) and where the reopen is refused.
+    pub(crate) fn version_before_reads(&self) -> Result<Option<Version>> {
+        if self.is_block_device {
+            return Ok(None);
+        }
+        let stamp = || {
+            Version::of(self.fd.as_fd())
+                .map_err(|e| LoadError::new(ErrorKind::Io, anyhow!("{}: {e}", self.path)))
+        };
+        let waited = std::time::Instant::now();
+        let mut s1 = stamp()?;
+        loop {
+            let now = statx::coarse_realtime()
+                .map_err(|e| LoadError::new(ErrorKind::Internal, anyhow!("clock_gettime: {e}")))?;
+            if s1.ctime < now {
+                break;
+            }
+            if waited.elapsed() >= TICK_WAIT {
+                log::warn!(
+                    "{}: ctime {:?} is ahead of the clock {now:?} after {TICK_WAIT:?} (clock \
+                     stepped back?): a change within one tick of the load may go unnoticed",
+                    self.path,
+                    s1.ctime
+                );
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            s1 = stamp()?;
+        }
+        if self.len > crate::engine::SMALL_RANGE {
+            match reopen(&self.fd, (self.dev, self.ino), false) {
+                Ok(own) => barrier(own.as_fd(), self.offset)
+                    .map_err(|e| LoadError::new(ErrorKind::Io, anyhow!("{}: {e}", self.path)))?,
+                Err(e) => log::debug!("{}: no barrier before the reads: {e}", self.path),
+            }
+        }
+        self.check_size(s1.size as u64)?;
+        Ok(Some(s1))
+    }
+
+    /// S2, after the last read: the file is still the version S1 saw, or the load fails with
+    /// FILE_CHANGED and nothing read is handed out. A block device is checked for size only.
+    pub(crate) fn check_unchanged(&self, s1: Option<&Version>) -> Result<()> {
+        let Some(s1) = s1 else {
+            return self.check_size(block_device_size(self.fd.as_fd())?);
+        };
+        let s2 = Version::of(self.fd.as_fd())
+            .map_err(|e| LoadError::new(ErrorKind::Io, anyhow!("{}: {e}", self.path)))?;
+        self.check_size(s2.size as u64)?;
+        if s2 != *s1 {
+            return Err(LoadError::msg(
+                ErrorKind::FileChanged,
+                format!(
+                    "{} changed during the load (size {} -> {}, mtime {:?} -> {:?}, ctime {:?} \
+                     -> {:?}): what was read may mix two versions and is discarded",
+                    self.path, s1.size, s2.size, s1.mtime, s2.mtime, s1.ctime, s2.ctime
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_size(&self, size: u64) -> Result<()> {
+        if size < self.end() {
+            return Err(LoadError::msg(
+                ErrorKind::FileChanged,
+                format!(
+                    "{} shrank to {size} bytes during the load (range ends at {})",
+                    self.path,
+                    self.end()
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Validates `fd` and the range of `req` against `config`.

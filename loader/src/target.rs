@@ -64,7 +64,7 @@ use crate::api::{
 };
 use crate::buffer::{self, Buffer};
 use crate::engine::{self, Progress};
-use crate::source::{self, Source};
+use crate::source::Source;
 use crate::sys::dmabuf;
 use crate::sys::mman::Mapping;
 
@@ -433,8 +433,10 @@ pub(crate) fn run(
                 target.is_dmabuf().then_some((target.offset, target.size)),
             );
             let mut map = Arc::new(map);
+            let s1 = source.version_before_reads()?;
             let (path, reason) =
                 engine::fill(config, caps, &source, &dest, &mut map, &mut progress)?;
+            source.check_unchanged(s1.as_ref())?;
             // Step 1 of the chain says why it did not run, whatever path ran after it.
             let reason = if path == IoPath::DmabufRegistered {
                 reason
@@ -448,17 +450,6 @@ pub(crate) fn run(
                 format!("DMABUF_REGISTERED: {why}; {reason}")
             };
             let map = Arc::into_inner(map).expect("no reader holds the mapping after fill");
-            let size_now = source::current_size(source.fd.as_fd(), source.is_block_device)?;
-            if size_now < source.end() {
-                return Err(LoadError::msg(
-                    ErrorKind::FileChanged,
-                    format!(
-                        "{} shrank to {size_now} bytes during the load (range ends at {})",
-                        source.path,
-                        source.end()
-                    ),
-                ));
-            }
             let checksum = match req.checksum {
                 ChecksumType::None => None,
                 ChecksumType::Xxh3_64 => {

@@ -656,32 +656,42 @@ fn cancelled_load_is_an_error_and_leaves_the_outside_untouched() {
     assert_eq!(fd_count(), before);
 }
 
+/// A source truncated, or rewritten in place behind the reads, during a loadInto: FILE_CHANGED,
+/// never success with a mix of two versions in the client's buffer.
 #[test]
-fn truncated_source_is_file_changed_never_success() {
+fn truncated_or_rewritten_source_is_file_changed_never_success() {
     let _g = lock();
     let dir = scratch_dir();
     let data = pattern(16 << 20, 13);
-    let path = write_file(dir.path(), "src", &data);
     let loader = loader_with(|c| {
         c.force_io_path = Some(IoPath::BufferedSync);
         c.chunk_size = Some(1 << 20);
     });
-    let t = any_target(&loader, 16 << 20);
-    let f = File::open(&path).unwrap();
-    let truncate = OpenOptions::new().write(true).open(&path).unwrap();
-    let progress = move |done: u64, _total: u64| {
-        if done >= 2 << 20 {
-            truncate.set_len(1 << 20).unwrap();
-        }
-    };
-    let ctl = LoadControl {
-        progress: Some(&progress),
-        ..Default::default()
-    };
-    let e = loader
-        .load_into(f.as_fd(), &LoadRequest::default(), t.as_fd(), 0, &ctl)
-        .expect_err("a truncated source must fail");
-    assert_eq!(e.kind, ErrorKind::FileChanged, "{e:#}");
+    for how in ["truncate", "rewrite"] {
+        let path = write_file(dir.path(), "src", &data);
+        let t = any_target(&loader, 16 << 20);
+        let f = File::open(&path).unwrap();
+        let writer = OpenOptions::new().write(true).open(&path).unwrap();
+        let once = std::sync::Once::new();
+        let progress = move |done: u64, _total: u64| {
+            if done >= 2 << 20 {
+                once.call_once(|| match how {
+                    "truncate" => writer.set_len(1 << 20).unwrap(),
+                    _ => {
+                        std::os::unix::fs::FileExt::write_all_at(&writer, &[0xEE; 4096], 0).unwrap()
+                    }
+                });
+            }
+        };
+        let ctl = LoadControl {
+            progress: Some(&progress),
+            ..Default::default()
+        };
+        let e = loader
+            .load_into(f.as_fd(), &LoadRequest::default(), t.as_fd(), 0, &ctl)
+            .expect_err(how);
+        assert_eq!(e.kind, ErrorKind::FileChanged, "{how}: {e:#}");
+    }
 }
 
 #[test]

@@ -616,39 +616,61 @@ fn truncated_during_load_is_an_error_never_garbage() {
     assert_eq!(*last.lock().unwrap(), ((5 << 20) + 3, (5 << 20) + 3));
 }
 
+/// A file appended to, or rewritten in place (same size) behind the reads, while it loads:
+/// FILE_CHANGED on every path, never a buffer that mixes two versions (the stamps before and
+/// after the reads differ); and a file written just before its load loads (the first stamp
+/// waits out the clock tick it was written in).
 #[test]
-fn grown_during_load_gives_exactly_the_bytes_asked_for() {
+fn grown_or_rewritten_during_load_is_file_changed_never_a_mix() {
     let _g = lock();
     let scratch = scratch_dir();
     let data = pattern(16 << 20, 37);
     for &p in PATHS {
-        let path = write_file(scratch.path(), "grows", &data);
-        let loader = loader_with(|c| c.force_io_path = Some(p));
-        let f = File::open(&path).unwrap();
-        let writer = OpenOptions::new().append(true).open(&path).unwrap();
-        let grown = std::sync::atomic::AtomicBool::new(false);
-        let cb = |done: u64, _t: u64| {
-            if done >= 1 << 20 && !grown.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                // Another writer appends 8 MiB while the load runs.
-                std::io::Write::write_all(&mut &writer, &vec![0xAB; 8 << 20]).unwrap();
+        for how in ["append", "rewrite"] {
+            let path = write_file(scratch.path(), "meddled", &data);
+            let loader = loader_with(|c| c.force_io_path = Some(p));
+            let f = File::open(&path).unwrap();
+            let writer = OpenOptions::new().write(true).open(&path).unwrap();
+            let meddled = std::sync::atomic::AtomicBool::new(false);
+            let cb = |done: u64, _t: u64| {
+                if done >= 1 << 20 && !meddled.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    use std::os::unix::fs::FileExt;
+                    match how {
+                        // Another writer appends 8 MiB while the load runs.
+                        "append" => writer.write_all_at(&vec![0xAB; 8 << 20], data.len() as u64),
+                        // ... or overwrites the first MiB, which has been read already.
+                        _ => writer.write_all_at(&vec![0xCD; 1 << 20], 0),
+                    }
+                    .unwrap();
+                }
+            };
+            let ctl = LoadControl {
+                progress: Some(&cb),
+                ..Default::default()
+            };
+            let r = loader.load(f.as_fd(), &LoadRequest::default(), &ctl);
+            assert!(meddled.into_inner(), "{p:?} {how}: the callback never ran");
+            match r {
+                Err(e) => assert_eq!(e.kind, ErrorKind::FileChanged, "{p:?} {how}: {e:#}"),
+                Ok(l) => panic!(
+                    "{p:?} {how}: a file changed during its load was handed out ({:?}, {})",
+                    l.io_path, l.io_path_reason
+                ),
             }
-        };
-        let ctl = LoadControl {
-            progress: Some(&cb),
-            ..Default::default()
-        };
-        // The range is fixed when the request is validated: the whole file as it was then.
-        let l = loader
-            .load(f.as_fd(), &LoadRequest::default(), &ctl)
-            .unwrap_or_else(|e| panic!("{p:?}: {e:#}"));
+        }
+        // Written (ctime in this very clock tick) and loaded at once: loads, exactly.
+        let path = write_file(scratch.path(), "fresh", &data[..(3 << 20) + 5]);
+        let l = loader_with(|c| c.force_io_path = Some(p))
+            .load(
+                File::open(&path).unwrap().as_fd(),
+                &LoadRequest::default(),
+                &LoadControl::default(),
+            )
+            .unwrap_or_else(|e| panic!("{p:?}: a freshly written file: {e:#}"));
         assert!(
-            grown.into_inner(),
-            "{p:?}: the file did not grow during the load"
+            read_back(&l.fd, l.buffer_size)[..l.data_len as usize] == data[..(3 << 20) + 5],
+            "{p:?}: contents differ"
         );
-        assert_eq!(l.data_len, data.len() as u64, "{p:?}");
-        let got = read_back(&l.fd, l.buffer_size);
-        assert!(got[..data.len()] == data[..], "{p:?}: contents differ");
-        assert!(got[data.len()..].iter().all(|&b| b == 0), "{p:?}: padding");
     }
 }
 

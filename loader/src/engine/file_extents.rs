@@ -27,14 +27,12 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
-use nix::errno::Errno;
 use nix::sys::stat::{fstat, stat, SFlag};
-use nix::unistd::{lseek, Whence};
 
 use super::dmabuf_registered::{fill, Extent, FillError, ReadParams};
 use super::{read_unaligned, Attempt, DirectBody, Done, Progress};
 use crate::api::{Config, ErrorKind, IoPath, LoadError};
-use crate::source::Source;
+use crate::source::{barrier, Source, Version};
 use crate::sys::blkdev::{self, DiskSpan, Driver};
 use crate::sys::fiemap::{self, FileExtent};
 use crate::sys::statx;
@@ -168,40 +166,6 @@ fn journaled_mount(dev: u64) -> Option<String> {
                 .any(|o| o == "data=journal")
                 .then(|| format!("the file system ({want}) is mounted data=journal: file data may sit in the journal, not in place"))
         })
-}
-
-/// What identifies this version of the file: a change of its blocks through the file system
-/// changes ctime (and most change size or mtime too).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Stamp {
-    size: i64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-    ino: u64,
-    dev: u64,
-}
-
-fn stamp(fd: BorrowedFd<'_>) -> Result<Stamp, String> {
-    let st = fstat(fd.as_raw_fd()).map_err(|e| format!("fstat: {e}"))?;
-    // time_t and the nanosecond fields are 32 bits on 32-bit targets.
-    #[allow(clippy::unnecessary_cast)]
-    Ok(Stamp {
-        size: st.st_size as i64,
-        mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
-        ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
-        ino: st.st_ino as u64,
-        dev: st.st_dev as u64,
-    })
-}
-
-/// Waits for every operation holding the inode lock exclusively (write, truncate,
-/// fallocate, EXT4_IOC_MOVE_EXT): ext4's SEEK_DATA takes it shared. ENXIO (no data after
-/// `off`) is an answer too.
-fn barrier(fd: BorrowedFd<'_>, off: u64) -> Result<(), String> {
-    match lseek(fd.as_raw_fd(), off as i64, Whence::SeekData) {
-        Ok(_) | Err(Errno::ENXIO) => Ok(()),
-        Err(e) => Err(format!("lseek(SEEK_DATA): {e}")),
-    }
 }
 
 /// The reads and the zero ranges for the file range `[start, end)` from its extents.
@@ -353,7 +317,7 @@ pub(super) fn attempt(
     let fd = body.fd.as_fd();
     let dev = open_namespace(ns).map_err(fallback)?;
     // 2. S1, then the clock: S1's ctime must be older than the current tick.
-    let s1 = stamp(fd).map_err(fallback)?;
+    let s1 = Version::of(fd).map_err(fallback)?;
     if (s1.dev, s1.ino) != (src.dev, src.ino) {
         return Err(fallback("the O_DIRECT reopen is not the same inode".into()));
     }
@@ -425,7 +389,7 @@ pub(super) fn attempt(
     let e2 = fiemap::map(fd, body.start, len, fiemap::FIEMAP_FLAG_SYNC)
         .map_err(|e| changed(format!("FIEMAP after the reads failed: {e}")))?;
     barrier(fd, body.start).map_err(changed)?;
-    let s2 = stamp(fd).map_err(changed)?;
+    let s2 = Version::of(fd).map_err(changed)?;
     if (s2.size as u64) < src.end() {
         return Err(shrank(s2.size));
     }
