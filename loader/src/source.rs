@@ -96,6 +96,9 @@ pub struct Source {
     pub is_block_device: bool,
     /// Where the fd points (readlink /proc/self/fd/N), for names and logs.
     pub path: String,
+    /// The regular file as validation's fstat saw it: the first stamp of the change
+    /// detection unless it changed in the clock tick the load starts in.
+    validated: Option<Version>,
 }
 
 impl Source {
@@ -164,16 +167,21 @@ pub(crate) struct Version {
 
 impl Version {
     pub(crate) fn of(fd: BorrowedFd<'_>) -> std::result::Result<Version, String> {
-        let st = fstat(fd.as_raw_fd()).map_err(|e| format!("fstat: {e}"))?;
+        Ok(Version::from(&fstat(fd.as_raw_fd()).map_err(|e| format!("fstat: {e}"))?))
+    }
+}
+
+impl From<&nix::sys::stat::FileStat> for Version {
+    fn from(st: &nix::sys::stat::FileStat) -> Version {
         // time_t and the nanosecond fields are 32 bits on 32-bit targets.
         #[allow(clippy::unnecessary_cast)]
-        Ok(Version {
+        Version {
             size: st.st_size as i64,
             mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
             ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
             ino: st.st_ino as u64,
             dev: st.st_dev as u64,
-        })
+        }
     }
 }
 
@@ -238,7 +246,10 @@ impl Source {
                 .map_err(|e| LoadError::new(ErrorKind::Io, anyhow!("{}: {e}", self.path)))
         };
         let waited = std::time::Instant::now();
-        let mut s1 = stamp()?;
+        let mut s1 = match self.validated {
+            Some(v) => v,
+            None => stamp()?,
+        };
         loop {
             let now = statx::coarse_realtime()
                 .map_err(|e| LoadError::new(ErrorKind::Internal, anyhow!("clock_gettime: {e}")))?;
@@ -395,7 +406,9 @@ pub fn validate(fd: BorrowedFd<'_>, req: &LoadRequest, config: &Config) -> Resul
     } else {
         dup
     };
+    let validated = (!is_block_device).then(|| Version::from(&st));
     Ok(Source {
+        validated,
         fd: dup,
         dev: st.st_dev,
         ino: st.st_ino,
