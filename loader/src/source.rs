@@ -167,7 +167,9 @@ pub(crate) struct Version {
 
 impl Version {
     pub(crate) fn of(fd: BorrowedFd<'_>) -> std::result::Result<Version, String> {
-        Ok(Version::from(&fstat(fd.as_raw_fd()).map_err(|e| format!("fstat: {e}"))?))
+        Ok(Version::from(
+            &fstat(fd.as_raw_fd()).map_err(|e| format!("fstat: {e}"))?,
+        ))
     }
 }
 

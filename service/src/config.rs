@@ -19,6 +19,9 @@
 //! # (DMABUF_REGISTERED's extent route, docs/dmabuf-registered.md). Default: none. Only a
 //! # namespace dedicated to what clients may read anyway, never one holding userdata.
 //! file_extent_devices = ["/dev/block/by-name/models"]
+//! # Block devices (e.g. a read-only partition of weights) as sources. Default: false, a
+//! # block device fd is UNSUPPORTED_FILE_TYPE. The client must already hold a readable fd.
+//! allow_block_devices = true
 //! ```
 //! The keys are the same everywhere, sizes take suffixes everywhere ([`dmabuf_loader::size`]);
 //! a flag given on the command line wins over the same key in the file or property.
@@ -54,6 +57,8 @@ pub struct ServiceConfig {
     /// NVMe namespaces the engine may read files' blocks from directly (the extent route of
     /// DMABUF_REGISTERED); empty = never.
     pub file_extent_devices: Vec<PathBuf>,
+    /// Whether a block device fd is a source (the client opened it, so it may read it).
+    pub allow_block_devices: bool,
 }
 
 impl ServiceConfig {
@@ -72,6 +77,7 @@ impl ServiceConfig {
             allowed_uids: None,
             load_timeout: Some(DEFAULT_LOAD_TIMEOUT),
             file_extent_devices: Vec::new(),
+            allow_block_devices: false,
         }
     }
 
@@ -138,6 +144,11 @@ pub struct ConfigOverrides {
     /// through its own files: never userdata.
     #[arg(long, value_delimiter = ',')]
     pub file_extent_devices: Option<Vec<PathBuf>>,
+    /// Accept block devices (whole disks, partitions) as sources: `true` or `false`
+    /// (default false: a block device fd gets UNSUPPORTED_FILE_TYPE). The client's fd is what
+    /// grants the right to read, as for files; the service never opens a device by name for it.
+    #[arg(long, value_name = "true|false")]
+    pub allow_block_devices: Option<bool>,
 }
 
 impl ConfigOverrides {
@@ -186,6 +197,13 @@ impl ConfigOverrides {
             s.parse()
                 .map_err(|e| format!("{s:?} is not a number ({e})"))
         }
+        fn boolean(s: &str) -> Result<bool, String> {
+            match s {
+                "true" | "1" => Ok(true),
+                "false" | "0" => Ok(false),
+                _ => Err(format!("{s:?} is not true or false")),
+            }
+        }
         fn list<T>(s: &str, item: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
             s.split(',').map(|x| item(x.trim())).collect()
         }
@@ -205,6 +223,7 @@ impl ConfigOverrides {
                     }
                 })
             })?,
+            allow_block_devices: parsed(lookup("allow_block_devices")?, boolean)?,
         })
     }
 
@@ -218,6 +237,7 @@ impl ConfigOverrides {
             allowed_uids: self.allowed_uids.or(under.allowed_uids),
             load_timeout_ms: self.load_timeout_ms.or(under.load_timeout_ms),
             file_extent_devices: self.file_extent_devices.or(under.file_extent_devices),
+            allow_block_devices: self.allow_block_devices.or(under.allow_block_devices),
         }
     }
 
@@ -245,6 +265,7 @@ impl ConfigOverrides {
                 Some(ms) => Some(Duration::from_millis(ms)),
             },
             file_extent_devices: self.file_extent_devices.unwrap_or_default(),
+            allow_block_devices: self.allow_block_devices.unwrap_or(d.allow_block_devices),
         };
         c.validate()?;
         Ok(c)
@@ -320,7 +341,8 @@ mod tests {
             &p,
             "max_load_bytes = \"1G\"\nmax_bytes_in_flight = 3221225472\n\
              max_concurrent_loads = 2\nallowed_heaps = [\"memfd\"]\nallowed_uids = [0, 1000]\n\
-             load_timeout_ms = 500\nfile_extent_devices = [\"/dev/nvme1n1\"]\n",
+             load_timeout_ms = 500\nfile_extent_devices = [\"/dev/nvme1n1\"]\n\
+             allow_block_devices = true\n",
         )
         .unwrap();
         let flags = ConfigOverrides {
@@ -335,12 +357,11 @@ mod tests {
         assert_eq!(c.allowed_uids, Some(vec![0, 1000]));
         assert_eq!(c.load_timeout, Some(Duration::from_millis(500)));
         assert_eq!(c.file_extent_devices, vec![PathBuf::from("/dev/nvme1n1")]);
+        assert!(c.allow_block_devices);
         // Off by default.
-        assert!(ConfigOverrides::default()
-            .resolve()
-            .unwrap()
-            .file_extent_devices
-            .is_empty());
+        let d = ConfigOverrides::default().resolve().unwrap();
+        assert!(d.file_extent_devices.is_empty());
+        assert!(!d.allow_block_devices);
     }
 
     #[test]
@@ -355,6 +376,7 @@ mod tests {
                 "file_extent_devices",
                 "/dev/block/by-name/models, /dev/nvme1n1",
             ),
+            ("allow_block_devices", "1"),
         ];
         let lookup = |key: &str| {
             Ok(props
@@ -378,7 +400,21 @@ mod tests {
                 PathBuf::from("/dev/nvme1n1")
             ])
         );
+        assert_eq!(o.allow_block_devices, Some(true));
         assert_eq!(o.resolve().unwrap().load_timeout, None);
+        let yes = |key: &str| {
+            Ok((key == "allow_block_devices").then(|| {
+                (
+                    "ro.vendor.dmabufloader.allow_block_devices".into(),
+                    "yes".into(),
+                )
+            }))
+        };
+        let err = ConfigOverrides::from_lookup(yes).unwrap_err().to_string();
+        assert!(
+            err.contains("allow_block_devices") && err.contains("true or false"),
+            "{err}"
+        );
         let relative = |key: &str| {
             Ok((key == "file_extent_devices").then(|| {
                 (

@@ -64,6 +64,7 @@ impl DmabufLoaderService {
             max_load_bytes: config.max_load_bytes,
             allowed_heaps: config.allowed_heaps.clone(),
             file_extent_devices: config.file_extent_devices.clone(),
+            allow_block_devices: config.allow_block_devices,
             ..Default::default()
         };
         let loader = Loader::new(engine_config).context("starting the loader engine")?;

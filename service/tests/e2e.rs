@@ -498,6 +498,60 @@ fn errors_about_the_fd() -> Result<()> {
     Ok(())
 }
 
+/// A read-only loop device over a file, detached on drop.
+struct LoopDevice(PathBuf);
+
+impl LoopDevice {
+    fn over(file: &Path) -> Result<LoopDevice> {
+        let out = Command::new("losetup")
+            .args(["--find", "--show", "--read-only"])
+            .arg(file)
+            .output()
+            .context("running losetup")?;
+        ensure!(
+            out.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(LoopDevice(PathBuf::from(
+            String::from_utf8(out.stdout)?.trim(),
+        )))
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
+    }
+}
+
+/// A block device fd is refused unless the service is started with `--allow-block-devices
+/// true`; then its bytes load (a loop device here: CI and the dev hosts are root).
+fn block_devices_only_when_allowed() -> Result<()> {
+    let svc = Service::start(&[])?;
+    let data = pattern(7, 3 << 20);
+    let img = small_file(svc.dir.path(), "disk.img", &data)?;
+    let dev = match LoopDevice::over(&img) {
+        Ok(d) => d,
+        Err(e) if !nix::unistd::geteuid().is_root() => {
+            eprintln!("skipped: no loop device without root ({e:#})");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let f = File::open(&dev.0)?;
+    expect_code(
+        svc.connect()?.service.loadFile(&pfd(&f)?),
+        "UNSUPPORTED_FILE_TYPE",
+    )?;
+    drop(svc);
+    let svc = Service::start(&["--allow-block-devices", "true"])?;
+    let buf: OwnedFd = code(svc.connect()?.service.loadFile(&pfd(&f)?))
+        .map_err(|e| anyhow!("{e:?}"))?
+        .into();
+    check_buffer(&buf, &data)
+}
+
 fn errors_about_the_request() -> Result<()> {
     let svc = Service::start(&["--max-load-bytes", "1M"])?;
     let c = svc.connect()?;
@@ -1056,6 +1110,10 @@ fn main() {
         trial("config_file_is_read", config_file_is_read),
         trial("errors_about_the_fd", errors_about_the_fd),
         trial("errors_about_the_request", errors_about_the_request),
+        trial(
+            "block_devices_only_when_allowed",
+            block_devices_only_when_allowed,
+        ),
         trial(
             "permission_denied_for_other_uids",
             permission_denied_for_other_uids,
