@@ -154,7 +154,12 @@ pub fn read_range(
         if ring.in_flight() == 0 {
             return Ok(out);
         }
-        ring.submit_and_wait(1).map_err(LoopError::Ring)?;
+        if !ring.submit_and_wait(1).map_err(LoopError::Ring)? {
+            // Nothing completed within a tick: cancelled or past the deadline ends the load
+            // even if the device never answers (the ring then cancels what is in flight).
+            progress(0).map_err(LoopError::Stopped)?;
+            continue;
+        }
         cqes.clear();
         ring.reap(&mut cqes);
         for c in &cqes {
@@ -214,5 +219,61 @@ pub fn read_range(
             }
             progress(n as u64).map_err(LoopError::Stopped)?;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use crate::api::ErrorKind;
+    use crate::sys::mman::Mapping;
+
+    /// A read the kernel never completes (an empty pipe stands in for a device that does not
+    /// answer) cannot hold the load: the loop asks `progress(0)` every tick, its deadline
+    /// error ends the loop, and dropping the ring cancels the read instead of waiting forever.
+    #[test]
+    fn a_read_that_never_completes_still_ends_at_the_deadline() {
+        let (r, _w) = nix::unistd::pipe().unwrap();
+        let mut ring = ReadRing::new(4, Arc::new(Mapping::anonymous(1 << 20).unwrap())).unwrap();
+        let deadline = Instant::now() + Duration::from_millis(300);
+        let mut calls = 0;
+        let t = Instant::now();
+        let e = read_range(
+            &mut ring,
+            r.as_fd(),
+            Range {
+                mem_start: 0,
+                file_start: 0,
+                len: 1 << 20,
+            },
+            Params {
+                chunk: 1 << 20,
+                depth: 1,
+                direct_align: None,
+                fixed_slice: None,
+            },
+            &mut |n| {
+                calls += 1;
+                assert_eq!(n, 0, "no byte can arrive from an empty pipe");
+                if Instant::now() >= deadline {
+                    Err(LoadError::msg(ErrorKind::TimedOut, "deadline"))
+                } else {
+                    Ok(())
+                }
+            },
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, LoopError::Stopped(ref l) if l.kind == ErrorKind::TimedOut),
+            "{e:?}"
+        );
+        assert!(calls >= 1);
+        assert_eq!(ring.in_flight(), 1);
+        drop(ring);
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     }
 }

@@ -172,7 +172,11 @@ pub(crate) fn fill(
         if ring.in_flight() == 0 {
             return Ok(());
         }
-        ring.submit_and_wait(1).map_err(FillError::Ring)?;
+        if !ring.submit_and_wait(1).map_err(FillError::Ring)? {
+            // A tick without a completion: a cancel or the deadline still ends the load.
+            progress(0).map_err(FillError::Stopped)?;
+            continue;
+        }
         cqes.clear();
         ring.reap(&mut cqes);
         for c in &cqes {

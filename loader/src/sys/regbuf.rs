@@ -256,8 +256,9 @@ impl DmabufRing {
         unsafe { self.ring.push(&sqe) }
     }
 
-    /// Submits what is queued and waits until at least `want` completions are ready.
-    pub fn submit_and_wait(&mut self, want: usize) -> io::Result<()> {
+    /// Submits what is queued and waits until at least `want` completions are ready, or
+    /// [`WAIT_TICK`](super::ring::WAIT_TICK) passed (`Ok(false)`).
+    pub fn submit_and_wait(&mut self, want: usize) -> io::Result<bool> {
         self.ring.submit_and_wait(want)
     }
 

@@ -6,14 +6,23 @@
 //! Soundness: the kernel writes into the target memory until each read completes, so the
 //! ring holds a reference (`Arc`) to the [`Mapping`] and drops it only in [`ReadRing::finish`],
 //! after every submitted read has completed and the fixed buffers are unregistered. If the
-//! ring is dropped early (error, cancel) `Drop` waits for the reads in flight first; if it
-//! is leaked, the mapping is leaked with it. Every read is bounds-checked against the
-//! mapping (and against its registered slot for fixed reads) before it is queued.
+//! ring is dropped early (error, cancel) `Drop` cancels and waits for the reads in flight
+//! first; if it is leaked, the mapping is leaked with it. Every read is bounds-checked against
+//! the mapping (and against its registered slot for fixed reads) before it is queued.
+//!
+//! No wait is unbounded: [`Ring::submit_and_wait`] returns after [`WAIT_TICK`] without a
+//! completion, so the read loops check cancellation and the deadline even when the device
+//! (or a kernel bug: the v3 dma-buf series' lost completion, docs/dmabuf-registered.md) never
+//! completes a read; and a ring whose reads are still in flight [`DRAIN_LIMIT`] after it asked
+//! the kernel to cancel them is leaked, with everything they target, instead of blocking
+//! the loading thread forever. A leak costs one ring fd and the buffer; the service stays up.
 
 use std::io;
+use std::mem::ManuallyDrop;
 use std::ops::Range;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use io_uring::{opcode, squeue, types, IoUring, Submitter};
 
@@ -26,9 +35,18 @@ pub struct Completion {
     pub result: i32,
 }
 
-/// A ring and the count of its requests in flight.
+/// Longest a wait for a completion blocks before it gives its caller a chance to check
+/// cancellation and the deadline.
+pub const WAIT_TICK: Duration = Duration::from_secs(1);
+/// Longest an early drop waits for the requests in flight after asking the kernel to cancel
+/// them (an O_DIRECT read already at the device cannot be cancelled; NVMe's own I/O timeout
+/// is 30 s) before the ring is leaked with them.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(60);
+
+/// A ring and the count of its requests in flight. Dropped with requests still in flight
+/// (only after [`Ring::wait_idle`] gave up on them) the ring is leaked, not closed.
 pub struct Ring {
-    ring: IoUring,
+    ring: ManuallyDrop<IoUring>,
     in_flight: usize,
 }
 
@@ -37,7 +55,7 @@ impl Ring {
     /// twice the SQ by default, so completions never overflow.
     pub fn new(entries: u32) -> io::Result<Self> {
         Ok(Self {
-            ring: new_ring(entries)?,
+            ring: ManuallyDrop::new(new_ring(entries)?),
             in_flight: 0,
         })
     }
@@ -68,11 +86,33 @@ impl Ring {
         }
     }
 
-    /// Submits what is queued and waits until at least `want` completions are ready.
-    pub fn submit_and_wait(&mut self, want: usize) -> io::Result<()> {
+    /// Submits what is queued and waits until at least `want` completions are ready, or
+    /// [`WAIT_TICK`] passed without them: `Ok(false)`, and the caller checks whether to go on
+    /// waiting. (Kernels before 5.11 have no timed wait: there it waits for the completions.)
+    pub fn submit_and_wait(&mut self, want: usize) -> io::Result<bool> {
+        self.submit_and_wait_for(want, WAIT_TICK)
+    }
+
+    fn submit_and_wait_for(&mut self, want: usize, tick: Duration) -> io::Result<bool> {
+        let ts = types::Timespec::from(tick);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        let want = want.min(self.in_flight);
+        if want == 0 {
+            self.ring.submit()?;
+            return Ok(true);
+        }
         loop {
-            match self.ring.submit_and_wait(want.min(self.in_flight)) {
-                Ok(_) => return Ok(()),
+            let r = if self.ring.params().is_feature_ext_arg() {
+                self.ring.submitter().submit_with_args(want, &args)
+            } else {
+                self.ring.submit_and_wait(want)
+            };
+            match r {
+                Ok(_) if !self.ring.completion().is_empty() => return Ok(true),
+                // io_uring_enter reports what it submitted, not that its wait then timed
+                // out: wait again, with nothing left to submit.
+                Ok(_) => continue,
+                Err(e) if e.raw_os_error() == Some(libc::ETIME) => return Ok(false),
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EBUSY)) => {
                     continue
                 }
@@ -92,16 +132,66 @@ impl Ring {
         }
     }
 
-    /// Waits until no request is in flight. `Err` (cannot happen with a live ring) leaves
-    /// requests in flight: the caller must then never release what they use.
+    /// Waits until no request is in flight: at once when none is; else it asks the kernel to
+    /// cancel them all (the caller no longer wants them: an error, a cancel, a deadline) and
+    /// waits at most [`DRAIN_LIMIT`]. `Err` leaves requests in flight: the caller must then
+    /// never release what they use, and this ring is leaked when dropped.
     pub fn wait_idle(&mut self) -> io::Result<()> {
+        self.wait_idle_within(DRAIN_LIMIT, true)
+    }
+
+    fn wait_idle_within(&mut self, limit: Duration, cancel: bool) -> io::Result<()> {
         let mut sink = Vec::new();
+        self.reap(&mut sink);
+        if self.in_flight == 0 {
+            return Ok(());
+        }
+        if cancel {
+            // IORING_REGISTER_SYNC_CANCEL (6.0+), any request, not waiting for them here.
+            // Older kernels refuse it (EINVAL): the wait below then lets them finish.
+            let any = types::CancelBuilder::any();
+            if let Err(e) = self
+                .ring
+                .submitter()
+                .register_sync_cancel(Some(types::Timespec::new()), any)
+            {
+                log::debug!("io_uring sync cancel of {} requests: {e}", self.in_flight);
+            }
+        }
+        let start = Instant::now();
         while self.in_flight > 0 {
-            self.submit_and_wait(1)?;
+            let left = limit.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "{} io_uring requests still in flight {limit:?} after they were no \
+                         longer wanted: the ring and what they target are leaked",
+                        self.in_flight
+                    ),
+                ));
+            }
+            self.submit_and_wait_for(1, left.min(WAIT_TICK))?;
             sink.clear();
             self.reap(&mut sink);
         }
         Ok(())
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        if self.in_flight == 0 {
+            // SAFETY: the ring is dropped once, here, and never used after.
+            unsafe { ManuallyDrop::drop(&mut self.ring) }
+        } else {
+            // Requests the kernel never completed: closing the ring would let its owner
+            // believe their memory is free. Leak the ring (its fd stays open).
+            log::error!(
+                "leaking an io_uring with {} requests that never completed",
+                self.in_flight
+            );
+        }
     }
 }
 
@@ -231,8 +321,9 @@ impl ReadRing {
         unsafe { self.ring.push(&sqe) }
     }
 
-    /// Submits what is queued and waits until at least `want` completions are ready.
-    pub fn submit_and_wait(&mut self, want: usize) -> io::Result<()> {
+    /// Submits what is queued and waits until at least `want` completions are ready, or
+    /// [`WAIT_TICK`] passed (`Ok(false)`).
+    pub fn submit_and_wait(&mut self, want: usize) -> io::Result<bool> {
         self.ring.submit_and_wait(want)
     }
 
@@ -270,5 +361,64 @@ impl Drop for ReadRing {
         if self.mem.is_some() {
             self.wait_idle();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::{AsFd, OwnedFd};
+
+    /// A read of an empty pipe: the kernel keeps it pending until data comes or it is
+    /// cancelled, the stand-in for a device that never answers.
+    fn pending_read(ring: &mut Ring) -> (OwnedFd, OwnedFd) {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let buf: &'static mut [u8] = Box::leak(vec![0u8; 4096].into_boxed_slice());
+        let sqe = opcode::Read::new(types::Fd(r.as_raw_fd()), buf.as_mut_ptr(), 4096)
+            .build()
+            .user_data(7);
+        // SAFETY: the buffer is leaked (valid forever) and the pipe outlives the ring's use
+        // of it in each test (it is closed after the read completed or the ring was leaked).
+        unsafe { ring.push(&sqe) }.unwrap();
+        (r, w)
+    }
+
+    #[test]
+    fn a_wait_without_completions_returns_after_a_tick_and_wait_idle_cancels() {
+        let mut ring = Ring::new(4).unwrap();
+        let _pipe = pending_read(&mut ring);
+        let t = Instant::now();
+        assert!(!ring.submit_and_wait(1).unwrap(), "a completion came");
+        let waited = t.elapsed();
+        assert!(
+            waited >= WAIT_TICK / 2 && waited < WAIT_TICK * 5,
+            "waited {waited:?} for a tick of {WAIT_TICK:?}"
+        );
+        assert_eq!(ring.in_flight(), 1);
+        // No longer wanted: cancelled (6.0+ sync cancel), so the ring is idle at once.
+        let t = Instant::now();
+        ring.wait_idle().unwrap();
+        assert_eq!(ring.in_flight(), 0);
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn requests_that_never_complete_leak_the_ring_instead_of_blocking() {
+        let mut ring = Ring::new(4).unwrap();
+        let (_r, w) = pending_read(&mut ring);
+        let fd = ring.as_raw_fd();
+        let e = ring
+            .wait_idle_within(Duration::from_millis(200), false)
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        assert!(e.to_string().contains("1 io_uring requests"), "{e}");
+        drop(ring);
+        // Leaked, not closed: the fd is still open.
+        assert!(nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_ok());
+        // The read completes into its (leaked) buffer whenever data comes.
+        nix::unistd::write(w.as_fd(), b"late").unwrap();
+        // The ring fd is the test's to close now.
+        // SAFETY: the ring fd leaked above is owned by nothing else.
+        drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
     }
 }
