@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use dmabuf_loader_binder::aidl::ChecksumType::ChecksumType;
 use dmabuf_loader_binder::aidl::HeapInfo::HeapInfo;
 use dmabuf_loader_binder::aidl::IDmabufLoader::{BnDmabufLoader, IDmabufLoader};
-use dmabuf_loader_binder::aidl::ILoadCallback::ILoadCallback;
+use dmabuf_loader_binder::aidl::ILoadCallback::{BnLoadCallback, ILoadCallback};
 use dmabuf_loader_binder::aidl::ILoadTask::ILoadTask;
 use dmabuf_loader_binder::aidl::LoadRequest::LoadRequest;
 use dmabuf_loader_binder::aidl::LoadResult::LoadResult;
@@ -68,28 +68,62 @@ fn start_serving(
     }
 }
 
-/// The real service, except that every checksum it reports is off by one bit: a buffer that
-/// does not hold the file, as `--verify` sees it (exit status 4). The real service never
-/// gives one, so without this the status had no test.
-struct WrongChecksum(Strong<dyn IDmabufLoader>);
+/// What [`Faulty`] does wrong; the real service does neither, so without it exit statuses 4
+/// and 5 (no result in time) had no test.
+#[derive(Clone, Copy)]
+enum Fault {
+    /// Every checksum it reports is off by one bit: a buffer that does not hold the file, as
+    /// `--verify` sees it (exit status 4).
+    WrongChecksum,
+    /// An async load runs, but its callbacks never reach the client (exit status 5 once
+    /// `--timeout-secs` is over).
+    NoCallbacks,
+}
 
-impl WrongChecksum {
-    fn spoil(mut r: LoadResult) -> LoadResult {
-        if r.checksumType == ChecksumType::XXH3_64 {
+/// The real service with one [`Fault`].
+struct Faulty(Strong<dyn IDmabufLoader>, Fault);
+
+impl Faulty {
+    fn spoil(&self, mut r: LoadResult) -> LoadResult {
+        if matches!(self.1, Fault::WrongChecksum) && r.checksumType == ChecksumType::XXH3_64 {
             r.checksum ^= 1;
         }
         r
     }
+
+    fn callback(&self, real: &Strong<dyn ILoadCallback>) -> Strong<dyn ILoadCallback> {
+        match self.1 {
+            Fault::NoCallbacks => dmabuf_loader_binder::new_binder!(BnLoadCallback, Deaf),
+            Fault::WrongChecksum => real.clone(),
+        }
+    }
 }
 
-impl Interface for WrongChecksum {}
+/// A callback that hears everything and passes nothing on.
+struct Deaf;
 
-impl IDmabufLoader for WrongChecksum {
+impl Interface for Deaf {}
+
+impl ILoadCallback for Deaf {
+    fn onProgress(&self, _: i64, _: i64) -> BinderResult<()> {
+        Ok(())
+    }
+    fn onComplete(&self, _: &LoadResult) -> BinderResult<()> {
+        Ok(())
+    }
+    fn onError(&self, _: i32, _: &str) -> BinderResult<()> {
+        Ok(())
+    }
+}
+
+impl Interface for Faulty {}
+
+impl IDmabufLoader for Faulty {
     fn loadFile(&self, fd: &ParcelFileDescriptor) -> BinderResult<ParcelFileDescriptor> {
         self.0.loadFile(fd)
     }
     fn load(&self, fd: &ParcelFileDescriptor, request: &LoadRequest) -> BinderResult<LoadResult> {
-        self.0.load(fd, request).map(Self::spoil)
+        self.0.load(fd, request).map(|r| self.spoil(r))
     }
     fn loadAsync(
         &self,
@@ -97,7 +131,7 @@ impl IDmabufLoader for WrongChecksum {
         request: &LoadRequest,
         callback: &Strong<dyn ILoadCallback>,
     ) -> BinderResult<Strong<dyn ILoadTask>> {
-        self.0.loadAsync(fd, request, callback)
+        self.0.loadAsync(fd, request, &self.callback(callback))
     }
     fn getHeaps(&self) -> BinderResult<Vec<HeapInfo>> {
         self.0.getHeaps()
@@ -114,7 +148,7 @@ impl IDmabufLoader for WrongChecksum {
     ) -> BinderResult<LoadResult> {
         self.0
             .loadInto(fd, request, target, offset)
-            .map(Self::spoil)
+            .map(|r| self.spoil(r))
     }
     fn loadIntoAsync(
         &self,
@@ -124,7 +158,8 @@ impl IDmabufLoader for WrongChecksum {
         offset: i64,
         callback: &Strong<dyn ILoadCallback>,
     ) -> BinderResult<Strong<dyn ILoadTask>> {
-        self.0.loadIntoAsync(fd, request, target, offset, callback)
+        self.0
+            .loadIntoAsync(fd, request, target, offset, &self.callback(callback))
     }
 }
 
@@ -659,6 +694,28 @@ fn a_refused_caller_exits_3_from_every_command_and_mode() {
     }
 }
 
+/// No result within `--timeout-secs` is exit 5 (the service did not answer), said in words.
+#[test]
+fn no_result_in_time_exits_5() {
+    let f = start_serving(ConfigOverrides::default(), |real| {
+        dmabuf_loader_binder::new_binder!(BnDmabufLoader, Faulty(real, Fault::NoCallbacks))
+    });
+    let p = file(f.dir.path(), "n.bin", 100_000);
+    let args = [
+        "load",
+        p.to_str().unwrap(),
+        "--async",
+        "--timeout-secs",
+        "1",
+    ];
+    let o = run_bounded(
+        client_at(&f.socket, &args),
+        20,
+        "load --async --timeout-secs 1",
+    );
+    assert_exit(&o, 5, "no result from the service within 1s", &args);
+}
+
 /// Exit 5 (the service cannot be reached) and exit 2 (usage) from every command alike.
 #[test]
 fn unreachable_and_usage_exit_the_same_from_every_command() {
@@ -728,7 +785,7 @@ fn bench_spells_the_io_path_one_way() {
 #[test]
 fn a_buffer_that_fails_verification_exits_4() {
     let f = start_serving(ConfigOverrides::default(), |real| {
-        dmabuf_loader_binder::new_binder!(BnDmabufLoader, WrongChecksum(real))
+        dmabuf_loader_binder::new_binder!(BnDmabufLoader, Faulty(real, Fault::WrongChecksum))
     });
     let p = file(f.dir.path(), "v.bin", 100_000);
     let p = p.to_str().unwrap();
