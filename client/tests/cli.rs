@@ -580,6 +580,19 @@ fn pseudo_files_are_refused_and_empty_files_load_as_empty() {
     let v = json(&run(&f, &["load", empty.to_str().unwrap(), "--json"]));
     assert_eq!(v["data_length"], 0);
     assert!(v["throughput_mib_s"].is_null(), "{v}");
+    // The same into a buffer of the client's own (loadInto): no rate of nothing there either.
+    let e = empty.to_str().unwrap();
+    let o = run(&f, &["load", e, "--into", "memfd"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("the file is empty"), "{out}");
+    assert!(!out.contains("MiB/s"), "a rate for 0 bytes: {out}");
+    let v = json(&run(&f, &["load", e, "--into", "memfd", "--json"]));
+    assert_eq!(
+        (v["data_length"].as_i64(), v["verified"].as_bool()),
+        (Some(0), Some(true))
+    );
+    assert!(v["throughput_mib_s"].is_null(), "{v}");
 }
 
 #[test]
