@@ -13,16 +13,16 @@
 //! `--service-pid`, of the service (utime+stime and minflt from /proc/PID/stat, summed over the
 //! rounds: the kernel counts CPU in clock ticks, so per-load figures are averages).
 
-use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use dmabuf_loader_binder::aidl::LoadRequest::LoadRequest;
 use serde::Serialize;
 
+use crate::cli::open_source;
 use crate::session::Session;
 
 const CONTENDERS: [&str; 3] = ["fresh", "client-alloc+into", "reuse"];
@@ -111,8 +111,10 @@ pub fn into(
             })
     };
     let reused = alloc()?;
-    // Warm: the file in the page cache (see the module docs).
-    std::io::copy(&mut File::open(file)?, &mut std::io::sink())?;
+    // Warm: the file in the page cache (see the module docs). Opened as `load` opens it, so
+    // that no file type blocks here (a FIFO without a writer did, forever): what cannot be
+    // loaded is the service's to refuse, in the first round.
+    std::io::copy(&mut open_source(file)?, &mut std::io::sink())?;
     let mut acc: Vec<Acc> = CONTENDERS
         .iter()
         .map(|_| Acc {
@@ -130,7 +132,7 @@ pub fn into(
     for round in 0..rounds {
         for k in 0..CONTENDERS.len() {
             let c = (k + round as usize) % CONTENDERS.len();
-            let f = File::open(file)?;
+            let f = open_source(file)?;
             let (cpu0, flt0) = self_usage();
             let svc0 = service_pid.map(proc_usage).transpose()?;
             let t = Instant::now();
@@ -159,7 +161,11 @@ pub fn into(
             };
             let r = match r {
                 Ok(r) => r,
-                Err(e) => bail!("{}: the service refused: {e:?}", CONTENDERS[c]),
+                // The CallError stays in the chain: exit status 3, as from `load`.
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("{}: the service refused", CONTENDERS[c])))
+                }
             };
             // The load is only over for the client when the buffer it no longer needs is gone.
             drop(r.buffer);

@@ -259,6 +259,8 @@ fn load_into(session: &Session, file: &File, a: &LoadArgs, spec: &str) -> Result
         }
     };
     let secs = round_trip.as_secs_f64().max(1e-9);
+    // None for 0 bytes, as in `load`'s report: a rate of nothing means nothing.
+    let throughput = (r.dataLength > 0).then(|| r.dataLength as f64 / (1u64 << 20) as f64 / secs);
     let report = serde_json::json!({
         "path": a.file.display().to_string(),
         "target_heap": info.name,
@@ -273,7 +275,7 @@ fn load_into(session: &Session, file: &File, a: &LoadArgs, spec: &str) -> Result
         "io_path_reason": r.ioPathReason,
         "service_ms": r.totalNanos as f64 / 1e6,
         "round_trip_ms": secs * 1e3,
-        "throughput_mib_s": r.dataLength as f64 / (1u64 << 20) as f64 / secs,
+        "throughput_mib_s": throughput,
         "verified": verified && problems.is_empty(),
         "problems": problems,
     });
@@ -290,16 +292,26 @@ fn load_into(session: &Session, file: &File, a: &LoadArgs, spec: &str) -> Result
             "  data        {} bytes, page size {}",
             r.dataLength, r.pageSize
         );
+        if r.dataLength == 0 {
+            println!(
+                "  empty       {}: nothing was written into the buffer",
+                if file_size == 0 {
+                    "the file is empty"
+                } else {
+                    "the range is empty"
+                }
+            );
+        }
         println!(
             "  io path     {} ({})",
             io_path_name(r.ioPath),
             r.ioPathReason
         );
         println!(
-            "  time        {:.2} ms in the service, {:.2} ms round trip ({:.0} MiB/s)",
+            "  time        {:.2} ms in the service, {:.2} ms round trip{}",
             r.totalNanos as f64 / 1e6,
             secs * 1e3,
-            r.dataLength as f64 / (1u64 << 20) as f64 / secs
+            throughput.map_or(String::new(), |t| format!(" ({t:.0} MiB/s)"))
         );
         if problems.is_empty() {
             println!("  verify      OK: the range holds exactly the file's bytes");

@@ -10,6 +10,8 @@ if [ -x "$RSB_ROOT/bin/rsb_hub" ] && [ -x "$RSB_ROOT/bin/rsb_service" ]; then
 fi
 log "building rsbinder-tools $RSBINDER_TOOLS_VERSION (once; cached in $RSB_ROOT)"
 # A private target dir: the install must not disturb (or be disturbed by) the project's builds.
-CARGO_TARGET_DIR=$CACHE/rsbinder-tools-build \
+# Its bin folder on PATH for the install, so cargo does not print "be sure to add ... to your
+# PATH": the rig calls rsb_hub by its full path, nobody else does.
+PATH="$RSB_ROOT/bin:$PATH" CARGO_TARGET_DIR=$CACHE/rsbinder-tools-build \
     cargo install --locked rsbinder-tools --version "=$RSBINDER_TOOLS_VERSION" --root "$RSB_ROOT" >&2
 rm -rf "$CACHE/rsbinder-tools-build"

@@ -47,8 +47,11 @@ PREF
         have_pinned || die "$pkg=$ver is not offered by $KERNEL_SUITE any more (superseded by a newer upload?): move the pin in tools/vm/lib.sh (KERNEL_PKG, KERNEL_PKG_VERSION) after checking the rig on the new one"
     fi
     log "kernel package: $pkg=$ver ($KERNEL_SUITE)"
-    # apt-get download writes to the current directory.
-    (cd "$CACHE/debs" && apt-get download "$pkg=$ver" >&2)
+    # apt-get download writes to the current directory. The cache is not the _apt user's to
+    # enter, so apt would warn "Download is performed unsandboxed as root" for the file; say
+    # root here, so the rig is quiet when run on its own too (tools/vm/demo, tools/vm/test),
+    # not only under tools/test's APT_CONFIG (tools/lib.sh, export_quiet_apt).
+    (cd "$CACHE/debs" && apt-get -o APT::Sandbox::User=root download "$pkg=$ver" >&2)
 fi
 [ -f "$deb" ] || die "apt-get download left no $deb"
 got="$(dpkg-deb -f "$deb" Package) $(dpkg-deb -f "$deb" Version)"
