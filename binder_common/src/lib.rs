@@ -37,7 +37,7 @@ mod result;
 mod status;
 mod transport;
 
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 pub use backend::*;
 pub use result::{buffer_kind_name, clone_result, clone_result_v1, io_path_name};
@@ -50,10 +50,9 @@ pub const DESCRIPTOR: &str = "vendor.dmabufloader.IDmabufLoader";
 /// The instance name, as registered with the service manager and published on a socket.
 pub const SERVICE_NAME: &str = "vendor.dmabufloader.IDmabufLoader/default";
 
-/// Borrows the fd inside a `ParcelFileDescriptor` (both crates implement `AsRawFd` for it).
+/// Borrows the fd inside a `ParcelFileDescriptor` (both crates implement `AsRef<OwnedFd>` for it).
 pub fn borrow_pfd(pfd: &ParcelFileDescriptor) -> BorrowedFd<'_> {
-    // SAFETY: the fd is owned by `pfd`, which outlives the returned borrow.
-    unsafe { BorrowedFd::borrow_raw(pfd.as_raw_fd()) }
+    AsRef::<OwnedFd>::as_ref(pfd).as_fd()
 }
 
 /// A dup of the fd inside a received `ParcelFileDescriptor` (a callback only borrows its

@@ -3,12 +3,12 @@
 //! An untrusted file fd goes in; a buffer fd (a dma-buf wherever the machine has a source of
 //! them) filled with the file's bytes comes out. The public surface is what a user needs: the
 //! request/result/error types and capabilities (`api.rs`), [`Loader`] and [`Prepared`], and a
-//! few safe helpers ([`BufferView`], [`Loader::allocate`], [`device_read`]). Everything else is
-//! private: start reading at `engine.rs` for the data path; `source.rs` validates the fd and
-//! owns its identity (readlink, reopen, same-inode check), `buffer/` holds the providers,
-//! `uring.rs` the io_uring read loop, `sys/` every `unsafe` line. `target.rs` fills a buffer
-//! the caller already owns ([`Loader::load_into`], AIDL v2 `loadInto`) through the same
-//! readers.
+//! few safe helpers ([`BufferView`], [`Loader::allocate`], [`device_read`], the size parser
+//! [`size`]). Everything else is private: start reading at `engine.rs` for the data path;
+//! `source.rs` validates the fd and owns its identity (readlink, reopen, same-inode check),
+//! `buffer/` holds the providers, `uring.rs` the io_uring read loop, `sys/` every `unsafe`
+//! line. `target.rs` fills a buffer the caller already owns ([`Loader::load_into`], AIDL v2
+//! `loadInto`) through the same readers.
 
 mod api;
 mod buffer;

@@ -14,7 +14,15 @@ use dmabuf_loader::{Config, IoPath};
 use dmabuf_loader_bench::{self as bench, pressure, service, targets, BenchOptions};
 
 #[derive(Parser, Debug)]
-#[command(version, about)]
+// `name` and `about` as text: clap would read CARGO_PKG_NAME and CARGO_PKG_DESCRIPTION, which
+// Soong does not set as Cargo does (`version` reads CARGO_PKG_VERSION: tools/bench/Android.bp
+// sets cargo_env_compat for it).
+#[command(
+    name = "dmabuf-loader-bench",
+    version,
+    about = "Device limit vs status quo vs the engine vs the service: cold and warm, memory \
+             pressure, concurrency and latency, in one interleaved run"
+)]
 struct Args {
     /// Directory for the generated test files (use a disk file system: tmpfs cannot measure a
     /// disk). Not needed with --file.
