@@ -75,7 +75,11 @@ written = set()
 
 def package(name, crate, body, deps, build=None, lints=NO_LINTS):
     written.add(name)
-    head = f'[package]\nname = {q(name)}\nversion = "0.0.0"\nedition = "2021"\npublish = false\n'
+    # The tree's rustc (AOSP_RUST, set by aosp-checks): the MSRV-aware resolver picks
+    # transitive versions it can build, and clippy's incompatible_msrv flags newer std APIs.
+    msrv = ".".join(os.environ.get("AOSP_RUST", "1.83.0").split(".")[:2])
+    head = (f'[package]\nname = {q(name)}\nversion = "0.0.0"\nedition = "2021"\n'
+            f'rust-version = {q(msrv)}\npublish = false\n')
     if build:
         head += f"build = {q(build)}\n"
     text = head + "\n" + body + "\n[dependencies]\n" + "".join(
