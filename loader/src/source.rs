@@ -199,8 +199,27 @@ pub(crate) fn barrier(fd: BorrowedFd<'_>, off: u64) -> std::result::Result<(), S
 }
 
 /// How long [`Source::version_before_reads`] waits for the clock to leave the tick a file
-/// was changed in (a tick is 1-10 ms; longer means the clock was stepped back).
+/// was changed in (a tick is 1-10 ms; longer means the clock was stepped back), beyond the
+/// file system's timestamp granule ([`ctime_granule`]).
 const TICK_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// How coarse the file system may keep this ctime: a ctime with no nanoseconds is read as
+/// coming from a whole-second file system (ext4 with 128-byte inodes, ext3; FAT keeps 2 s),
+/// so a change within two seconds could leave it as it is. Elsewhere the clock tick is the
+/// granule, and the check against the coarse clock covers it.
+fn ctime_granule(ctime: (i64, i64)) -> i64 {
+    if ctime.1 == 0 {
+        2
+    } else {
+        0
+    }
+}
+
+/// Whether a change after `now` would give the file another ctime than `ctime`: the clock
+/// (CLOCK_REALTIME_COARSE, the kernel's source for ctime) has moved past its tick and granule.
+fn ctime_settled(ctime: (i64, i64), now: (i64, i64)) -> bool {
+    (ctime.0 + ctime_granule(ctime), ctime.1) < now
+}
 
 /// Opens `/proc/self/fd/N` read-only, with or without O_DIRECT: a NEW open file description
 /// (the client's flags are never touched) of the same inode `id` = (dev, ino), checked.
@@ -236,7 +255,8 @@ impl Source {
     /// device: writes to a device node change no stamp of it). A file changed in the current
     /// clock tick could change again within it and keep its ctime, so S1 waits, at most
     /// [`TICK_WAIT`], until the clock has moved past the file's ctime (a file written just
-    /// before it is loaded costs one tick). Then a [`barrier`] on a reopen of our own, so
+    /// before it is loaded costs one tick; on a whole-second file system up to two seconds,
+    /// [`ctime_granule`]). Then a [`barrier`] on a reopen of our own, so
     /// that a write already in progress (its ctime set when it began) has finished before
     /// the reads: skipped for small ranges (one short pread) and where the reopen is refused.
     pub(crate) fn version_before_reads(&self) -> Result<Option<Version>> {
@@ -255,19 +275,22 @@ impl Source {
         loop {
             let now = statx::coarse_realtime()
                 .map_err(|e| LoadError::new(ErrorKind::Internal, anyhow!("clock_gettime: {e}")))?;
-            if s1.ctime < now {
+            if ctime_settled(s1.ctime, now) {
                 break;
             }
-            if waited.elapsed() >= TICK_WAIT {
+            let granule = std::time::Duration::from_secs(ctime_granule(s1.ctime) as u64);
+            if waited.elapsed() >= granule + TICK_WAIT {
                 log::warn!(
-                    "{}: ctime {:?} is ahead of the clock {now:?} after {TICK_WAIT:?} (clock \
-                     stepped back?): a change within one tick of the load may go unnoticed",
+                    "{}: ctime {:?} is ahead of the clock {now:?} after {:?} (clock stepped \
+                     back?): a change within one tick of the load may go unnoticed",
                     self.path,
-                    s1.ctime
+                    s1.ctime,
+                    granule + TICK_WAIT
                 );
                 break;
             }
-            std::thread::sleep(std::time::Duration::from_millis(1));
+            let poll = if granule.is_zero() { 1 } else { 20 };
+            std::thread::sleep(std::time::Duration::from_millis(poll));
             s1 = stamp()?;
         }
         if self.len > crate::engine::SMALL_RANGE {
@@ -419,4 +442,21 @@ pub fn validate(fd: BorrowedFd<'_>, req: &LoadRequest, config: &Config) -> Resul
         is_block_device,
         path,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ctime_is_settled_once_the_clock_left_its_tick_and_granule() {
+        // Nanosecond file systems: settled as soon as the coarse clock is past it.
+        assert!(!ctime_settled((100, 5), (100, 5)));
+        assert!(ctime_settled((100, 5), (100, 6)));
+        assert!(ctime_settled((100, 999_999_999), (101, 0)));
+        // No nanoseconds: maybe a whole-second (or FAT's 2 s) file system; two seconds later.
+        assert!(!ctime_settled((100, 0), (100, 500_000_000)));
+        assert!(!ctime_settled((100, 0), (102, 0)));
+        assert!(ctime_settled((100, 0), (102, 1)));
+    }
 }
