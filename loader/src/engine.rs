@@ -451,6 +451,28 @@ fn loop_error(e: LoopError, src: &Source) -> Attempt {
     }
 }
 
+/// The outcome of an io_uring path once its ring is finished (`idle`: no read left in
+/// flight). A ring that gave up on reads still in flight leaked its reference to the
+/// mapping, which the kernel may still write to: no other path may fill (or hand out) that
+/// buffer then, so a fallback becomes this load's failure.
+fn after_ring(
+    idle: bool,
+    out: std::result::Result<uring::Outcome, LoopError>,
+    src: &Source,
+) -> std::result::Result<uring::Outcome, Attempt> {
+    match out.map_err(|e| loop_error(e, src)) {
+        Err(Attempt::Fallback { why, .. }) if !idle => Err(Attempt::Fatal(LoadError::msg(
+            ErrorKind::Io,
+            format!(
+                "{why}; reads of {} still in flight were abandoned with the buffer they \
+                 target, so no other path can fill it",
+                src.path
+            ),
+        ))),
+        r => r,
+    }
+}
+
 /// What an O_DIRECT path reads: our own O_DIRECT description of the source and the
 /// block-aligned body of the range (the unaligned head and tail go through the bounce in
 /// [`finish_pieces`]). Shared by the direct path and DMABUF_REGISTERED.
@@ -559,8 +581,7 @@ fn direct(
     let out = uring::read_range(&mut ring, dfd.as_fd(), range, params, &mut |n| {
         progress.add(n)
     });
-    drop(ring.finish());
-    let out = out.map_err(|e| loop_error(e, src))?;
+    let out = after_ring(ring.finish().is_some(), out, src)?;
     let mut path = if fixed {
         IoPath::DirectRegistered
     } else {
@@ -615,8 +636,7 @@ fn buffered_uring(
     let out = uring::read_range(&mut ring, src.fd.as_fd(), range, params, &mut |n| {
         progress.add(n)
     });
-    drop(ring.finish());
-    let out = out.map_err(|e| loop_error(e, src))?;
+    let out = after_ring(ring.finish().is_some(), out, src)?;
     Ok(Done {
         path: IoPath::Buffered,
         leftovers: out.leftovers,

@@ -82,6 +82,9 @@ pub(crate) enum FillError {
     /// The progress callback said stop (cancelled / deadline).
     Stopped(LoadError),
     Ring(io::Error),
+    /// Reads were still in flight when the ring gave up waiting for them, after the error
+    /// described: the dma-buf may still be written, so the load fails (no fallback).
+    Abandoned(String),
 }
 
 #[derive(Clone, Copy)]
@@ -122,11 +125,33 @@ impl Slab {
 /// `p` says. `progress(n)` is called
 /// with the bytes of each completion; an error from it stops the reads. Returns when every
 /// read has completed (or, on error, when none is in flight any more) and the registration
-/// is gone.
+/// is gone; or with [`FillError::Abandoned`] when reads stayed in flight after the error.
 pub(crate) fn fill(
     dmabuf: BorrowedFd<'_>,
     dmabuf_size: u64,
     target: BorrowedFd<'_>,
+    extents: &[Extent],
+    p: ReadParams,
+    progress: &mut dyn FnMut(u64) -> Result<(), LoadError>,
+) -> Result<(), FillError> {
+    let mut ring =
+        DmabufRing::new(p.depth, dmabuf, dmabuf_size, target).map_err(FillError::Register)?;
+    let r = read_extents(&mut ring, extents, p, progress);
+    if !ring.wait_idle() {
+        return Err(match r {
+            Err(FillError::Stopped(e)) => FillError::Stopped(e),
+            other => FillError::Abandoned(format!(
+                "{other:?}, with dma-buf reads still in flight {:?} later",
+                crate::sys::ring::DRAIN_LIMIT
+            )),
+        });
+    }
+    r
+}
+
+/// [`fill`]'s loop on a registered ring; returns with reads in flight on an error.
+fn read_extents(
+    ring: &mut DmabufRing,
     extents: &[Extent],
     p: ReadParams,
     progress: &mut dyn FnMut(u64) -> Result<(), LoadError>,
@@ -136,8 +161,6 @@ pub(crate) fn fill(
         chunk,
         block,
     } = p;
-    let mut ring =
-        DmabufRing::new(depth, dmabuf, dmabuf_size, target).map_err(FillError::Register)?;
     // At most one MAX_RW_COUNT-sized request, in whole blocks.
     let chunk = (chunk as u64)
         .min((i32::MAX as u64) / block * block)
@@ -155,7 +178,7 @@ pub(crate) fn fill(
             let e = extents[ext];
             let len = (e.len - next).min(chunk);
             push(
-                &mut ring,
+                ring,
                 &mut pending,
                 Pending {
                     buf_off: e.buf_off + next,
@@ -186,7 +209,7 @@ pub(crate) fn fill(
                 match errno {
                     Errno::EAGAIN | Errno::EINTR if pd.retries < MAX_EAGAIN_RETRIES => {
                         push(
-                            &mut ring,
+                            ring,
                             &mut pending,
                             Pending {
                                 retries: pd.retries + 1,
@@ -223,7 +246,7 @@ pub(crate) fn fill(
                     });
                 }
                 push(
-                    &mut ring,
+                    ring,
                     &mut pending,
                     Pending {
                         buf_off: pd.buf_off + n as u64,
@@ -461,5 +484,9 @@ fn fill_error(
         )),
         FillError::Stopped(e) => Attempt::Fatal(e),
         FillError::Ring(e) => fallback(format!("io_uring failed: {e}")),
+        FillError::Abandoned(what) => Attempt::Fatal(LoadError::msg(
+            ErrorKind::Io,
+            format!("reading {} into the registered dma-buf: {what}", src.path),
+        )),
     }
 }

@@ -374,6 +374,10 @@ pub(super) fn attempt(
         )),
         FillError::Stopped(e) => Attempt::Fatal(e),
         FillError::Ring(e) => fallback(format!("io_uring failed: {e}")),
+        FillError::Abandoned(what) => Attempt::Fatal(LoadError::msg(
+            ErrorKind::Io,
+            format!("reading {} from {}: {what}", src.path, ns.span.disk),
+        )),
     })?;
     drop(dev);
     let mut copies = Vec::new();

@@ -179,6 +179,8 @@ pub struct DmabufRing {
     /// open of the device fail with EBADF).
     target: OwnedFd,
     size: u64,
+    /// [`Ring::wait_idle`] gave up on reads still in flight: the table and the ring stay.
+    gave_up: bool,
 }
 
 impl DmabufRing {
@@ -203,7 +205,12 @@ impl DmabufRing {
             ..Default::default()
         };
         match update_extended(ring.as_raw_fd(), 0, &desc) {
-            Ok(1) => Ok(Self { ring, target, size }),
+            Ok(1) => Ok(Self {
+                ring,
+                target,
+                size,
+                gave_up: false,
+            }),
             Ok(n) => Err(io::Error::other(format!(
                 "dma-buf registration processed {n} descriptors, not 1"
             ))),
@@ -266,18 +273,34 @@ impl DmabufRing {
     pub fn reap(&mut self, out: &mut Vec<Completion>) {
         self.ring.reap(out)
     }
+
+    /// Waits until no read is in flight (see [`Ring::wait_idle`]); `false` when reads are
+    /// left in flight: the device may still write into the dma-buf, so no other path may
+    /// fill it or hand it out, and the registration and the ring are leaked when dropped.
+    pub fn wait_idle(&mut self) -> bool {
+        if !self.gave_up {
+            if let Err(e) = self.ring.wait_idle() {
+                log::error!(
+                    "io_uring wait failed with {} dma-buf reads in flight: {e}",
+                    self.ring.in_flight()
+                );
+                self.gave_up = true;
+            }
+        }
+        !self.gave_up
+    }
 }
 
 impl Drop for DmabufRing {
     /// Waits for the reads in flight (no DMA may land after the buffer is handed out), then
     /// clears the table, which drops the registration's references on the dma-buf and the
-    /// target (the kernel finishes that release asynchronously); the ring closes last.
+    /// target (the kernel finishes that release asynchronously); the ring closes last. Reads
+    /// still in flight after [`Ring::wait_idle`] gave up leave the table and the ring leaked.
     fn drop(&mut self) {
-        if let Err(e) = self.ring.wait_idle() {
-            log::error!(
-                "io_uring wait failed with {} dma-buf reads in flight: {e}",
-                self.ring.in_flight()
-            );
+        if !self.wait_idle() {
+            // Leave the registration in place (before 6.13 the unregister would block until
+            // those reads complete): the ring is leaked with it (`Ring`'s drop).
+            return;
         }
         if let Err(e) = self.ring.submitter().unregister_buffers() {
             log::warn!("unregistering the dma-buf buffer: {e}");

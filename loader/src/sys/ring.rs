@@ -206,6 +206,9 @@ pub struct ReadRing {
     mem: Option<Arc<Mapping>>,
     slots: Vec<Option<Range<usize>>>,
     force_async: bool,
+    /// How long an early end waits for the reads in flight, and whether it cancels them
+    /// first ([`DRAIN_LIMIT`], yes; tests shorten it and skip the cancel to reach the leak).
+    drain: (Duration, bool),
 }
 
 /// Builds a ring; tries SINGLE_ISSUER|DEFER_TASKRUN (6.1+: completions run in our thread
@@ -232,6 +235,7 @@ impl ReadRing {
             mem: Some(mem),
             slots: Vec::new(),
             force_async: false,
+            drain: (DRAIN_LIMIT, true),
         })
     }
 
@@ -332,34 +336,52 @@ impl ReadRing {
         self.ring.reap(out)
     }
 
-    fn wait_idle(&mut self) {
-        if let Err(e) = self.ring.wait_idle() {
-            // Cannot happen with a live ring; the mapping must then never be released.
-            log::error!(
-                "io_uring wait failed with {} reads in flight: {e}",
-                self.ring.in_flight()
-            );
-            std::mem::forget(self.mem.take());
+    /// Waits until no read is in flight (see [`Ring::wait_idle`]); `false` when reads are
+    /// left in flight: the mapping is then leaked (never unmapped: the kernel may still
+    /// write to it) and the ring with it.
+    fn wait_idle(&mut self) -> bool {
+        let (limit, cancel) = self.drain;
+        match self.ring.wait_idle_within(limit, cancel) {
+            Ok(()) => true,
+            Err(e) => {
+                log::error!(
+                    "io_uring wait failed with {} reads in flight: {e}",
+                    self.ring.in_flight()
+                );
+                std::mem::forget(self.mem.take());
+                false
+            }
         }
     }
 
+    #[cfg(test)]
+    fn set_drain(&mut self, limit: Duration, cancel: bool) {
+        self.drain = (limit, cancel);
+    }
+
     /// Waits for every read in flight, unregisters the fixed buffers (synchronously, so no
-    /// page stays pinned) and returns the mapping.
-    pub fn finish(mut self) -> Arc<Mapping> {
-        self.wait_idle();
+    /// page stays pinned) and returns the mapping; `None` when reads are still in flight
+    /// after the wait ([`DRAIN_LIMIT`]): the mapping and the ring are leaked, the buffers
+    /// stay registered (before 6.13 the unregister would block until those reads complete),
+    /// and whatever holds another reference to the mapping must not count on being its
+    /// only owner.
+    pub fn finish(mut self) -> Option<Arc<Mapping>> {
+        if !self.wait_idle() {
+            return None;
+        }
         if self.slots.iter().any(Option::is_some) {
             if let Err(e) = self.ring.submitter().unregister_buffers() {
                 log::warn!("unregistering fixed buffers: {e}");
             }
         }
-        self.mem.take().expect("mapping present until finish")
+        self.mem.take()
     }
 }
 
 impl Drop for ReadRing {
     fn drop(&mut self) {
         if self.mem.is_some() {
-            self.wait_idle();
+            let _ = self.wait_idle();
         }
     }
 }
@@ -418,6 +440,32 @@ mod tests {
         // The read completes into its (leaked) buffer whenever data comes.
         nix::unistd::write(w.as_fd(), b"late").unwrap();
         // The ring fd is the test's to close now.
+        // SAFETY: the ring fd leaked above is owned by nothing else.
+        drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+    }
+
+    /// `finish` on a ring whose read never completes gives up after the drain limit: it
+    /// returns no mapping (leaked: the kernel may still write to it) instead of panicking on
+    /// the mapping `wait_idle` already leaked, and leaves the ring open.
+    #[test]
+    fn finish_with_a_read_that_never_completes_leaks_the_mapping() {
+        let mem = Arc::new(Mapping::anonymous(1 << 16).unwrap());
+        let mut ring = ReadRing::new(4, mem.clone()).unwrap();
+        ring.set_drain(Duration::from_millis(200), false);
+        let (r, w) = nix::unistd::pipe().unwrap();
+        ring.push_read(r.as_fd(), 0..4096, 0, 1, None).unwrap();
+        let fd = ring.ring.as_raw_fd();
+        let t = Instant::now();
+        assert!(
+            ring.finish().is_none(),
+            "a mapping handed back with a read in flight"
+        );
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert!(nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_ok());
+        // Our reference plus the one leaked with the ring: never unmapped under the read.
+        assert_eq!(Arc::strong_count(&mem), 2);
+        drop(mem);
+        nix::unistd::write(w.as_fd(), b"late").unwrap();
         // SAFETY: the ring fd leaked above is owned by nothing else.
         drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
     }
