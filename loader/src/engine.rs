@@ -175,8 +175,8 @@ fn small_unmapped(config: &Config, p: &Prepared) -> bool {
 /// The small-load path, all of it: one pread into a heap buffer, one pwrite into a fresh
 /// memfd (no mapping, no page fault, no munmap), checksum from the copy we hold, finish.
 /// 13 syscalls per 4 KiB load before (validate, memfd, mmap, pread, fstat, munmap, ...),
-/// 10 with this path, and one fstat after the read for the change detection; see
-/// tools/bench/README.md.
+/// 10 with this path, plus the change detection's barrier before the read (open of
+/// /proc/self/fd, fstat, lseek, close) and one fstat after it; see tools/bench/README.md.
 fn small(
     config: &Config,
     p: Prepared,

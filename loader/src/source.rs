@@ -258,7 +258,7 @@ impl Source {
     /// before it is loaded costs one tick; on a whole-second file system up to two seconds,
     /// [`ctime_granule`]). Then a [`barrier`] on a reopen of our own, so
     /// that a write already in progress (its ctime set when it began) has finished before
-    /// the reads: skipped for small ranges (one short pread) and where the reopen is refused.
+    /// the reads, however short they are: skipped only where the reopen is refused.
     pub(crate) fn version_before_reads(&self) -> Result<Option<Version>> {
         if self.is_block_device {
             return Ok(None);
@@ -293,12 +293,12 @@ impl Source {
             std::thread::sleep(std::time::Duration::from_millis(poll));
             s1 = stamp()?;
         }
-        if self.len > crate::engine::SMALL_RANGE {
-            match reopen(&self.fd, (self.dev, self.ino), false) {
-                Ok(own) => barrier(own.as_fd(), self.offset)
-                    .map_err(|e| LoadError::new(ErrorKind::Io, anyhow!("{}: {e}", self.path)))?,
-                Err(e) => log::debug!("{}: no barrier before the reads: {e}", self.path),
-            }
+        // Small ranges too: a write that began before S1 and is still copying leaves S1
+        // and S2 equal (it set ctime once, when it began) whatever the size of the read.
+        match reopen(&self.fd, (self.dev, self.ino), false) {
+            Ok(own) => barrier(own.as_fd(), self.offset)
+                .map_err(|e| LoadError::new(ErrorKind::Io, anyhow!("{}: {e}", self.path)))?,
+            Err(e) => log::debug!("{}: no barrier before the reads: {e}", self.path),
         }
         self.check_size(s1.size as u64)?;
         Ok(Some(s1))

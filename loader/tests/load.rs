@@ -616,6 +616,169 @@ fn truncated_during_load_is_an_error_never_garbage() {
     assert_eq!(*last.lock().unwrap(), ((5 << 20) + 3, (5 << 20) + 3));
 }
 
+/// userfaultfd(2) pieces for [`write_in_progress_is_waited_for_by_every_path`]
+/// (linux/userfaultfd.h; the libc crate has only the syscall number).
+mod uffd {
+    #[repr(C)]
+    pub struct Api {
+        pub api: u64,
+        pub features: u64,
+        pub ioctls: u64,
+    }
+    #[repr(C)]
+    pub struct Register {
+        pub start: u64,
+        pub len: u64,
+        pub mode: u64,
+        pub ioctls: u64,
+    }
+    #[repr(C)]
+    pub struct Copy {
+        pub dst: u64,
+        pub src: u64,
+        pub len: u64,
+        pub mode: u64,
+        pub copy: i64,
+    }
+    nix::ioctl_readwrite!(api, 0xAA, 0x3F, Api);
+    nix::ioctl_readwrite!(register, 0xAA, 0x00, Register);
+    nix::ioctl_readwrite!(copy, 0xAA, 0x03, Copy);
+    pub const UFFD_API: u64 = 0xAA;
+    pub const MODE_MISSING: u64 = 1;
+    pub const EVENT_PAGEFAULT: u8 = 0x12;
+}
+
+/// A write(2) that began before the load and is still copying (it set ctime when it began,
+/// and holds the inode lock) must be finished before the reads: else the load hands out the
+/// part it has written next to old bytes, and the stamps after the reads still match (the
+/// write changes ctime once). The writer here stalls half-way on a userfaultfd page of its
+/// source buffer, with the first 64 KiB of the file new and the next 64 KiB old; each path
+/// (the small path included) loads 64 KiB across that line while a helper lets the write
+/// finish 300 ms later: all new bytes, all old, or FILE_CHANGED, never the mix.
+#[test]
+fn write_in_progress_is_waited_for_by_every_path() {
+    use std::os::fd::FromRawFd;
+    let _g = lock();
+    let scratch = scratch_dir();
+    const HALF: usize = 64 << 10;
+    let (old, new) = (0xAAu8, 0xBBu8);
+    for p in std::iter::once(None).chain(PATHS.iter().copied().map(Some)) {
+        let path = write_file(scratch.path(), "in-progress", &vec![old; 2 * HALF]);
+        // SAFETY: userfaultfd takes flags only and returns a new fd or -1.
+        let raw = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC) };
+        if raw < 0 {
+            eprintln!(
+                "skipped: userfaultfd: {} (needs CAP_SYS_PTRACE or vm.unprivileged_userfaultfd)",
+                std::io::Error::last_os_error()
+            );
+            return;
+        }
+        // SAFETY: a fresh fd owned by nothing else.
+        let ufd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+        let mut a = uffd::Api {
+            api: uffd::UFFD_API,
+            features: 0,
+            ioctls: 0,
+        };
+        // SAFETY: UFFDIO_API reads and writes the struct we pass.
+        unsafe { uffd::api(ufd.as_raw_fd(), &mut a) }.expect("UFFDIO_API");
+        // The writer's source: first half written (present), second half missing.
+        let src = nix::sys::mman::MapFlags::MAP_PRIVATE | nix::sys::mman::MapFlags::MAP_ANONYMOUS;
+        // SAFETY: a fresh anonymous mapping; unmapped at the end of the iteration, after the
+        // writer and the helper are joined.
+        let buf = unsafe {
+            nix::sys::mman::mmap_anonymous(
+                None,
+                std::num::NonZeroUsize::new(2 * HALF).unwrap(),
+                nix::sys::mman::ProtFlags::PROT_READ | nix::sys::mman::ProtFlags::PROT_WRITE,
+                src,
+            )
+        }
+        .unwrap();
+        let base = buf.as_ptr() as u64;
+        // SAFETY: the first half of the mapping just made, writable.
+        unsafe { std::ptr::write_bytes(buf.as_ptr().cast::<u8>(), new, HALF) };
+        let mut reg = uffd::Register {
+            start: base + HALF as u64,
+            len: HALF as u64,
+            mode: uffd::MODE_MISSING,
+            ioctls: 0,
+        };
+        // SAFETY: UFFDIO_REGISTER reads and writes the struct; the range is ours.
+        unsafe { uffd::register(ufd.as_raw_fd(), &mut reg) }.expect("UFFDIO_REGISTER");
+        let writer = OpenOptions::new().write(true).open(&path).unwrap();
+        let fill = vec![new; HALF];
+        std::thread::scope(|s| {
+            let w = s.spawn(|| {
+                // SAFETY: the whole mapping, valid until after this thread is joined.
+                let all = unsafe { std::slice::from_raw_parts(base as *const u8, 2 * HALF) };
+                writer.write_all_at(all, 0).unwrap();
+            });
+            // The writer is stalled once its fault on the second half is reported.
+            let mut msg = [0u8; 32];
+            assert_eq!(nix::unistd::read(ufd.as_raw_fd(), &mut msg).unwrap(), 32);
+            assert_eq!(msg[0], uffd::EVENT_PAGEFAULT);
+            let mut now = vec![0u8; 2 * HALF];
+            File::open(&path)
+                .unwrap()
+                .read_exact_at(&mut now, 0)
+                .unwrap();
+            assert!(
+                now[..HALF].iter().all(|&b| b == new) && now[HALF..].iter().all(|&b| b == old),
+                "the stalled write did not leave the first half new and the second old"
+            );
+            std::thread::sleep(Duration::from_millis(20)); // out of the write's clock tick
+            let helper = s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(300));
+                let mut c = uffd::Copy {
+                    dst: base + HALF as u64,
+                    src: fill.as_ptr() as u64,
+                    len: HALF as u64,
+                    mode: 0,
+                    copy: 0,
+                };
+                // SAFETY: UFFDIO_COPY copies `len` bytes from `fill` (alive until joined) into
+                // the registered, still missing range and wakes the writer.
+                unsafe { uffd::copy(ufd.as_raw_fd(), &mut c) }.expect("UFFDIO_COPY");
+            });
+            let loader = loader_with(|c| c.force_io_path = p);
+            let req = LoadRequest {
+                offset: (HALF / 2) as u64,
+                length: Some(HALF as u64),
+                ..Default::default()
+            };
+            let r = loader.load(
+                File::open(&path).unwrap().as_fd(),
+                &req,
+                &LoadControl::default(),
+            );
+            helper.join().unwrap();
+            w.join().unwrap();
+            match r {
+                Err(e) => assert_eq!(e.kind, ErrorKind::FileChanged, "{p:?}: {e:#}"),
+                Ok(l) => {
+                    let got = read_back(&l.fd, l.buffer_size);
+                    let got = &got[..HALF];
+                    assert!(
+                        got.iter().all(|&b| b == new) || got.iter().all(|&b| b == old),
+                        "{p:?} ({:?}, {}): a write in progress was handed out half done: {} new \
+                         bytes then {} old",
+                        l.io_path,
+                        l.io_path_reason,
+                        got.iter().take_while(|&&b| b == new).count(),
+                        got.iter()
+                            .skip_while(|&&b| b == new)
+                            .filter(|&&b| b == old)
+                            .count()
+                    );
+                }
+            }
+        });
+        // SAFETY: the mapping made above; nothing uses it any more (threads joined).
+        unsafe { nix::sys::mman::munmap(buf, 2 * HALF) }.unwrap();
+    }
+}
+
 /// A file appended to, or rewritten in place (same size) behind the reads, while it loads:
 /// FILE_CHANGED on every path, never a buffer that mixes two versions (the stamps before and
 /// after the reads differ); and a file written just before its load loads (the first stamp
