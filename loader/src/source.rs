@@ -292,6 +292,28 @@ impl Source {
             let poll = if granule.is_zero() { 1 } else { 20 };
             std::thread::sleep(std::time::Duration::from_millis(poll));
             s1 = stamp()?;
+            if let Some(v) = self.validated.filter(|v| *v != s1) {
+                // Changed after the request was validated: its range may be another file's.
+                return Err(self.changed(&v, &s1, "before the first read"));
+            }
+            let granule = std::time::Duration::from_secs(ctime_granule(s1.ctime) as u64);
+            if waited.elapsed() >= granule + TICK_WAIT {
+                log::warn!(
+                    "{}: ctime {:?} is ahead of the clock {now:?} after {:?} (clock stepped \
+                     back?): a change within one tick of the load may go unnoticed",
+                    self.path,
+                    s1.ctime,
+                    granule + TICK_WAIT
+                );
+                break;
+            }
+            let poll = if granule.is_zero() { 1 } else { 20 };
+            std::thread::sleep(std::time::Duration::from_millis(poll));
+            s1 = stamp()?;
+            if self.validated.is_some_and(|v| v != s1) {
+                // Changed after the request was validated: its range may be another file's.
+                return Err(self.changed(&self.validated.unwrap(), &s1, "before the first read"));
+            }
         }
         // Small ranges too: a write that began before S1 and is still copying leaves S1
         // and S2 equal (it set ctime once, when it began) whatever the size of the read.
@@ -314,16 +336,20 @@ impl Source {
             .map_err(|e| LoadError::new(ErrorKind::Io, anyhow!("{}: {e}", self.path)))?;
         self.check_size(s2.size as u64)?;
         if s2 != *s1 {
-            return Err(LoadError::msg(
-                ErrorKind::FileChanged,
-                format!(
-                    "{} changed during the load (size {} -> {}, mtime {:?} -> {:?}, ctime {:?} \
-                     -> {:?}): what was read may mix two versions and is discarded",
-                    self.path, s1.size, s2.size, s1.mtime, s2.mtime, s1.ctime, s2.ctime
-                ),
-            ));
+            return Err(self.changed(s1, &s2, "during the reads"));
         }
         Ok(())
+    }
+
+    fn changed(&self, s1: &Version, s2: &Version, when: &str) -> LoadError {
+        LoadError::msg(
+            ErrorKind::FileChanged,
+            format!(
+                "{} changed {when} (size {} -> {}, mtime {:?} -> {:?}, ctime {:?} -> {:?}): \
+                 what was read may mix two versions and is discarded",
+                self.path, s1.size, s2.size, s1.mtime, s2.mtime, s1.ctime, s2.ctime
+            ),
+        )
     }
 
     fn check_size(&self, size: u64) -> Result<()> {

@@ -837,6 +837,34 @@ fn grown_or_rewritten_during_load_is_file_changed_never_a_mix() {
     }
 }
 
+/// A file rewritten between the validation of the request (`prepare`: an async load waits
+/// for its turn there) and the first read: FILE_CHANGED on every path, small ranges too,
+/// never the new bytes under the old request.
+#[test]
+fn rewritten_between_prepare_and_the_reads_is_file_changed() {
+    let _g = lock();
+    let scratch = scratch_dir();
+    for len in [4096usize, 3 << 20] {
+        for &p in PATHS {
+            let data = pattern(len, 41);
+            let path = write_file(scratch.path(), "later", &data);
+            let loader = loader_with(|c| c.force_io_path = Some(p));
+            let f = File::open(&path).unwrap();
+            let prepared = loader.prepare(f.as_fd(), &LoadRequest::default()).unwrap();
+            std::os::unix::fs::FileExt::write_all_at(
+                &OpenOptions::new().write(true).open(&path).unwrap(),
+                &[0x11; 4096],
+                0,
+            )
+            .unwrap();
+            match loader.run(prepared, &LoadControl::default()) {
+                Err(e) => assert_eq!(e.kind, ErrorKind::FileChanged, "{p:?} {len}: {e:#}"),
+                Ok(l) => panic!("{p:?} {len}: loaded after a rewrite ({:?})", l.io_path),
+            }
+        }
+    }
+}
+
 #[test]
 fn capabilities_and_heaps_on_this_host() {
     let _g = lock();

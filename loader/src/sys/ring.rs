@@ -113,9 +113,12 @@ impl Ring {
                 // out: wait again, with nothing left to submit.
                 Ok(_) => continue,
                 Err(e) if e.raw_os_error() == Some(libc::ETIME) => return Ok(false),
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EBUSY)) => {
-                    continue
+                // A signal: back to the caller as a tick would be, so a stream of signals
+                // cannot keep it from checking cancel and the deadline.
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {
+                    return Ok(!self.ring.completion().is_empty())
                 }
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => continue,
                 Err(e) => return Err(e),
             }
         }
