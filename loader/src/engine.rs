@@ -111,7 +111,7 @@ pub(crate) fn run(
     let (io_path, io_path_reason) = if p.source.len == 0 {
         (IoPath::None, "empty range: nothing to read".to_string())
     } else {
-        let s1 = p.source.version_before_reads()?;
+        let s1 = p.source.version_before_reads(&|| progress.check())?;
         let filled = fill(config, caps, &p.source, &buffer, &mut map, &mut progress)?;
         // 4. Finish: the file is the version the reads started on (O_DIRECT and io_uring
         // paths can also stop short silently at a truncation), or nothing is handed out.
@@ -187,7 +187,7 @@ fn small(
     let buffer = Buffer::allocate_unmapped(&p.heap, p.buffer_size, &p.name)?;
     let alloc_time = t.elapsed();
     let mut data = vec![0u8; p.source.len as usize];
-    let s1 = p.source.version_before_reads()?;
+    let s1 = p.source.version_before_reads(&|| progress.check())?;
     pread_full(&p.source, &mut data, p.source.offset)?;
     p.source.check_unchanged(s1.as_ref())?;
     buffer.write_all_at(&data, 0)?;

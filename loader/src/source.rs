@@ -259,7 +259,11 @@ impl Source {
     /// [`ctime_granule`]). Then a [`barrier`] on a reopen of our own, so
     /// that a write already in progress (its ctime set when it began) has finished before
     /// the reads, however short they are: skipped only where the reopen is refused.
-    pub(crate) fn version_before_reads(&self) -> Result<Option<Version>> {
+    /// `check` (cancel and deadline) runs while it waits.
+    pub(crate) fn version_before_reads(
+        &self,
+        check: &dyn Fn() -> Result<()>,
+    ) -> Result<Option<Version>> {
         if self.is_block_device {
             return Ok(None);
         }
@@ -289,6 +293,7 @@ impl Source {
                 );
                 break;
             }
+            check()?;
             let poll = if granule.is_zero() { 1 } else { 20 };
             std::thread::sleep(std::time::Duration::from_millis(poll));
             s1 = stamp()?;
@@ -307,6 +312,7 @@ impl Source {
                 );
                 break;
             }
+            check()?;
             let poll = if granule.is_zero() { 1 } else { 20 };
             std::thread::sleep(std::time::Duration::from_millis(poll));
             s1 = stamp()?;

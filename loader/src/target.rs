@@ -433,7 +433,7 @@ pub(crate) fn run(
                 target.is_dmabuf().then_some((target.offset, target.size)),
             );
             let mut map = Arc::new(map);
-            let s1 = source.version_before_reads()?;
+            let s1 = source.version_before_reads(&|| progress.check())?;
             let (path, reason) =
                 engine::fill(config, caps, &source, &dest, &mut map, &mut progress)?;
             source.check_unchanged(s1.as_ref())?;
