@@ -301,25 +301,6 @@ impl Source {
                 // Changed after the request was validated: its range may be another file's.
                 return Err(self.changed(&v, &s1, "before the first read"));
             }
-            let granule = std::time::Duration::from_secs(ctime_granule(s1.ctime) as u64);
-            if waited.elapsed() >= granule + TICK_WAIT {
-                log::warn!(
-                    "{}: ctime {:?} is ahead of the clock {now:?} after {:?} (clock stepped \
-                     back?): a change within one tick of the load may go unnoticed",
-                    self.path,
-                    s1.ctime,
-                    granule + TICK_WAIT
-                );
-                break;
-            }
-            check()?;
-            let poll = if granule.is_zero() { 1 } else { 20 };
-            std::thread::sleep(std::time::Duration::from_millis(poll));
-            s1 = stamp()?;
-            if self.validated.is_some_and(|v| v != s1) {
-                // Changed after the request was validated: its range may be another file's.
-                return Err(self.changed(&self.validated.unwrap(), &s1, "before the first read"));
-            }
         }
         // Small ranges too: a write that began before S1 and is still copying leaves S1
         // and S2 equal (it set ctime once, when it began) whatever the size of the read.
